@@ -15,8 +15,7 @@ from .config import (Config, CONFIGS_DIR, DATA_ROOT_HELP, apply_overrides, load_
                                 resolve_data_root, resolve_device)
 
 # %% auto #0
-__all__ = ['DEMO_DEFAULTS', 'visualize_cli', 'export_ready', 'export_onnx', 'check_onnx', 'export_cli', 'demo_config',
-           'demo_gallery', 'demo_cli']
+__all__ = ['DEMO_DEFAULTS', 'visualize_cli', 'export_onnx', 'check_onnx', 'export_cli', 'demo_config', 'demo_gallery', 'demo_cli']
 
 # %% ../nbs/12_cli.ipynb #01998c0e
 def _distmat(qf, gf, cfg:Config, rerank:bool):
@@ -83,27 +82,7 @@ def visualize_cli(weights:str, # inference file (`save_inference`) or training c
     print(f"wrote {len(files)} figures to {out}: " + ', '.join(Path(f).name for f in files.values()))
     return files
 
-# %% ../nbs/12_cli.ipynb #75237a01
-class _GeMExport(torch.nn.Module):
-    "GeM written with `mean` over the spatial axes: the same numbers, but no kernel size taken from the input's shape."
-    def __init__(self, gem):
-        super().__init__()
-        self.p, self.eps = gem.p, gem.eps
-    def forward(self, x):
-        xf = x if x.dtype == torch.float64 else x.float()
-        return xf.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1), keepdim=True).pow(1. / self.p).to(x.dtype)
-
-def export_ready(model:torch.nn.Module, # the embedding model
-                )->torch.nn.Module:
-    "A copy of `model` (eval mode, CPU) whose GeM layers trace with a dynamic input size."
-    import copy
-    from secondsight.model import GeM
-    m = copy.deepcopy(model).eval().cpu()
-    for name, mod in list(m.named_modules()):
-        for cname, child in list(mod.named_children()):
-            if isinstance(child, GeM): setattr(mod, cname, _GeMExport(child))
-    return m
-
+# %% ../nbs/12_cli.ipynb #4ba09f87
 def export_onnx(model:torch.nn.Module, # embedding model
                 path:str|Path, # the `.onnx` file to write
                 height:int=256, # input height
@@ -112,7 +91,8 @@ def export_onnx(model:torch.nn.Module, # embedding model
                )->Path:
     "Export `model` (eval mode) to ONNX with a dynamic batch axis, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    model = export_ready(model)
+    import copy
+    model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its mode and device
     tmp = path.with_name(path.name + '.tmp')
     x = torch.randn(2, 3, height, width)
     kw = dict(input_names=['images'], output_names=['embeddings'], opset_version=opset,
