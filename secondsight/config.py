@@ -17,7 +17,7 @@ __all__ = ['DATA_ROOT_HELP', 'CONFIGS_DIR', 'DataConfig', 'ModelConfig', 'LossCo
            'ConfigError', 'config_from_dict', 'config_to_dict', 'yaml_load', 'save_config', 'load_config',
            'apply_overrides', 'resolve_data_root', 'resolve_device', 'seed_everything']
 
-# %% ../nbs/00_config.ipynb #a30e5be9
+# %% ../nbs/00_config.ipynb #4615d128
 @dataclass
 class DataConfig:
     "Where the images come from and how they become a batch."
@@ -37,6 +37,8 @@ class DataConfig:
     erase_ratio: tuple[float, float] = (0.3, 3.33)  # aspect ratio range of the erased box
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet normalization mean
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # ImageNet normalization std
+    max_train_pids: Optional[int] = None  # train on the first N training identities only (quick runs); None: all
+    max_test_pids: Optional[int] = None  # evaluate on the first N test identities only (quick runs); None: all
 
 # %% ../nbs/00_config.ipynb #78b42bd1
 @dataclass
