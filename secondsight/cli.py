@@ -35,7 +35,7 @@ def _load_dataset(data_root):
     return Market1501(root)
 
 @call_parse
-def visualize_cli(weights:str, # inference file (`save_inference`) or training checkpoint
+def visualize_cli(weights:str=None, # inference file (`save_inference`) or training checkpoint (required)
                   data_root:str=None, # Market-1501 folder (else $REID_DATA_ROOT)
                   out:str='figures', # output folder for the PNGs and index.json
                   max_query:int=None, # evaluate on this many random queries (None: all 3,368)
@@ -48,6 +48,7 @@ def visualize_cli(weights:str, # inference file (`save_inference`) or training c
                   seed:int=0, # seed of the subset choice
                  ):
     "Write the analysis figures of a trained model on Market-1501: CMC, distances, camera pairs, ranked galleries, Grad-CAM."
+    if not weights: raise ValueError('secondsight-visualize needs --weights: an inference file or a training checkpoint')
     from secondsight.evaluate import load_eval_model, evaluate_model, subset_split
     from secondsight import viz
     from secondsight.gradcam import GradCAM, save_explanations
@@ -123,7 +124,7 @@ def check_onnx(model:torch.nn.Module, # the PyTorch model
     return float(np.abs(got - ref).max())
 
 @call_parse
-def export_cli(weights:str, # inference file (`save_inference`) or training checkpoint
+def export_cli(weights:str=None, # inference file (`save_inference`) or training checkpoint (required)
                format:str='onnx', # export format (only 'onnx')
                out:str=None, # output folder (default: beside the weights)
                name:str=None, # file stem (default: the weights' stem)
@@ -132,6 +133,7 @@ def export_cli(weights:str, # inference file (`save_inference`) or training chec
                atol:float=1e-4, # largest accepted absolute difference
               ):
     "Export a trained model to ONNX (dynamic batch), check it against PyTorch, and write the small inference weights."
+    if not weights: raise ValueError('secondsight-export needs --weights: an inference file or a training checkpoint')
     if format.lower() != 'onnx': raise ValueError(f"unsupported export format {format!r}; only 'onnx' is supported")
     from secondsight.evaluate import load_eval_model
     from secondsight.model import save_inference

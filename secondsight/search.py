@@ -470,9 +470,9 @@ def print_ranking(matches:list[Match], # the output of `search`
         print(f"{m.rank:>4}  {m.distance:8.4f}  " + (f"{m.pid:>4}  {m.camid + 1:>3}  " if ids else '') + m.path)
 
 @call_parse
-def search_cli(weights:str, # inference file (`save_inference`) or training checkpoint
-               probe:str, # the query crop (an image file)
-               gallery:str, # a folder of crops, or a CSV/JSON manifest with a `path` column
+def search_cli(weights:str=None, # inference file (`save_inference`) or training checkpoint (required)
+               probe:str=None, # the query crop, an image file (required)
+               gallery:str=None, # a folder of crops, or a CSV/JSON manifest with a `path` column (required)
                top_k:int=10, # how many matches to show
                rerank:bool=False, # k-reciprocal re-ranking of the shortlist
                out:str='search_results', # output folder for ranking.csv, ranking.json and ranked_gallery.png
@@ -483,6 +483,8 @@ def search_cli(weights:str, # inference file (`save_inference`) or training chec
                batch_size:int=64, # images per forward pass when indexing
               ):
     "Search a gallery for the person in a probe crop: print the ranking and write it as CSV, JSON and a picture."
+    missing = [f'--{n}' for n, v in (('weights', weights), ('probe', probe), ('gallery', gallery)) if not v]
+    if missing: raise ValueError(f"secondsight-search needs {', '.join(missing)}: e.g. secondsight-search --weights W --probe IMG --gallery DIR")
     from secondsight.evaluate import load_eval_model
     dev = resolve_device(device)
     model, cfg = load_eval_model(weights, device=dev)
