@@ -51,7 +51,6 @@ class ModelConfig:
     gem_p: float = 3.0  # initial GeM exponent (learnable)
     neck: str = 'bnneck'  # 'bnneck' or 'none'
     neck_feat: str = 'after'  # embedding at test time: 'after' or 'before' the BN
-    embedding_dim: int = 2048  # feature size (ResNet-50's layer4 channels)
 
 # %% ../nbs/00_config.ipynb #907889c3
 @dataclass

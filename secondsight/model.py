@@ -160,14 +160,14 @@ class ReIDModel(nn.Module):
         else: self.classifier = None
         self.num_classes, self.neck_feat = num_classes, neck_feat
         self.arch = dict(backbone=backbone, last_stride=last_stride, pooling=pooling, gem_p=gem_p, neck=neck,
-                         neck_feat=neck_feat, embedding_dim=self.feat_dim)
+                         neck_feat=neck_feat)
 
     @classmethod
     def from_config(cls,
                     cfg:ModelConfig|Config, # the model section (or a whole `Config`)
                     num_classes:int=0, # training identities; 0 for inference
                    ):
-        "Build from a `ModelConfig`; the feature size follows the backbone (`embedding_dim` is informative)."
+        "Build from a `ModelConfig`; the feature size follows the backbone (`feat_dim`)."
         if isinstance(cfg, Config): cfg = cfg.model
         return cls(num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained, last_stride=cfg.last_stride,
                    pooling=cfg.pooling, gem_p=cfg.gem_p, neck=cfg.neck, neck_feat=cfg.neck_feat)
