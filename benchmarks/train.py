@@ -21,14 +21,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def synthetic_records(folder: Path, ids: int = 32, per_id: int = 8):
-    from PIL import Image
-    rng, recs = np.random.default_rng(0), []
-    for pid in range(ids):
-        for j in range(per_id):
-            p = folder / f"{pid:04d}_c{j % 6 + 1}s1_{j:06d}_01.jpg"
-            Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(p, quality=90)
-            recs.append(ImageRecord(str(p), pid, j % 6))
-    return recs
+    "Random JPEG crops, as `benchmarks/data.py` makes them (imported from there, so the two stay one)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_data", HERE / "data.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod.synthetic_records(folder, ids=ids, per_id=per_id)
 
 
 def bench(variant: str, cfg: Config, records, steps: int, warmup: int):
