@@ -195,6 +195,14 @@ def yaml_load(text:str):
     "Parse YAML `text`, reading `1e-4` as a float."
     return yaml.load(text, Loader=_Loader)
 
+class _Dumper(yaml.SafeDumper): pass
+def _str_rep(dumper, s):
+    # quote a string that our loader would read back as something else (`1e3`, `no`, `2024`, `null`)
+    try: same = isinstance(yaml_load(s), str)
+    except yaml.YAMLError: same = False
+    return dumper.represent_scalar('tag:yaml.org,2002:str', s, style=None if same else "'")
+_Dumper.add_representer(str, _str_rep)
+
 # %% ../nbs/00_config.ipynb #5105ff2c
 def save_config(cfg:Config, # the config to write
                 path:str|Path, # destination `.yaml` file
@@ -203,7 +211,7 @@ def save_config(cfg:Config, # the config to write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.write_text(yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False))
     os.replace(tmp, path)
     return path
 
@@ -220,6 +228,15 @@ def load_config(path:str|Path, # a `.yaml` file, full or partial
 # %% ../nbs/00_config.ipynb #414a67d3
 def _yaml_scalar(s:str): return yaml_load(s) if s.strip() else ''
 
+def _field_type(parts:list[str]):
+    "The annotated type of the dotted field `parts` of `Config`, or None if there is no such field."
+    cls = Config
+    for p in parts:
+        tp = _hints(cls).get(p) if is_dataclass(cls) else None
+        if tp is None: return None
+        cls = tp
+    return cls
+
 def apply_overrides(cfg:Config, # the config to change (not modified)
                     overrides:list[str]|str|None, # `section.key=value` items, a list or one space-separated string
                    )->Config:
@@ -234,7 +251,9 @@ def apply_overrides(cfg:Config, # the config to change (not modified)
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict): raise ConfigError(f"override {item!r}: unknown section {p!r}; sections: {', '.join(k for k,v in d.items() if isinstance(v, dict))}")
             node = node[p]
-        node[parts[-1]] = _yaml_scalar(val)
+        tp = _field_type(parts)
+        if tp in (str, Optional[str]) and not (tp == Optional[str] and val.strip() in ('null', '~')): node[parts[-1]] = val  # text stays text
+        else: node[parts[-1]] = _yaml_scalar(val)
     return config_from_dict(d)
 
 # %% ../nbs/00_config.ipynb #5c2c18e7

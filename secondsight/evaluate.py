@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses, json, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from .config import Config, TestConfig, load_config, resolve_data_root, resolve_device, config_from_dict
 
 # %% auto #0
-__all__ = ['Features', 'extract_features', 'feature_distances', 'Scorecard', 'evaluate_features', 'subset_split',
-           'evaluate_model', 'load_eval_model', 'evaluate_cli']
+__all__ = ['Features', 'extract_features', 'feature_distances', 'Scorecard', 'self_match_camids', 'evaluate_features',
+           'subset_split', 'evaluate_model', 'load_eval_model', 'evaluate_cli']
 
 # %% ../nbs/08_evaluate.ipynb #40a1818c
 class Features(NamedTuple):
@@ -135,6 +135,24 @@ class Scorecard:
                 for n, s in d['settings'].items()}
         return cls(rows, d.get('info', {}))
 
+# %% ../nbs/08_evaluate.ipynb #b2d0ca02
+def self_match_camids(q_paths:Sequence[str], # query image paths
+                      g_paths:Sequence[str], # gallery image paths
+                      q_camids:np.ndarray, # (Q,) query cameras, -1 unknown
+                      g_camids:np.ndarray, # (G,) gallery cameras, -1 unknown
+                     )->tuple[np.ndarray, np.ndarray]:
+    "Camera ids under which `evaluate_rank` removes a gallery copy of the probe image itself (and nothing else)."
+    q_camids, g_camids = np.array(q_camids, dtype=np.int64), np.array(g_camids, dtype=np.int64)
+    gpos = {}
+    for gi, p in enumerate(g_paths): gpos.setdefault(str(p), []).append(gi)
+    fresh = max(int(q_camids.max(initial=0)), int(g_camids.max(initial=0))) + 1
+    for qi, p in enumerate(q_paths):
+        copies = gpos.get(str(p))
+        if not copies: continue
+        if q_camids[qi] < 0: q_camids[qi] = fresh; fresh += 1
+        g_camids[copies] = q_camids[qi]
+    return q_camids, g_camids
+
 # %% ../nbs/08_evaluate.ipynb #e8f42bd6
 def evaluate_features(qf:Features, # query features (`extract_features`)
                       gf:Features, # gallery features
@@ -148,7 +166,8 @@ def evaluate_features(qf:Features, # query features (`extract_features`)
     tc = test_cfg or TestConfig()
     # numba's one-time compile (seconds) costs more than it saves on a small split
     if backend == 'auto' and len(qf.paths) * len(gf.paths) < 1_000_000: backend = 'numpy'
-    def rank(d): return evaluate_rank(d, qf.pids, gf.pids, qf.camids, gf.camids, max_rank=max_rank, backend=backend)
+    q_camids, g_camids = self_match_camids(qf.paths, gf.paths, qf.camids, gf.camids)  # the probe itself never counts
+    def rank(d): return evaluate_rank(d, qf.pids, gf.pids, q_camids, g_camids, max_rank=max_rank, backend=backend)
     rerank = tc.rerank if rerank is None else rerank
     metric = 'cosine' if tc.normalize else 'euclidean'
     t0 = time.perf_counter()

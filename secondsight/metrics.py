@@ -235,7 +235,7 @@ def evaluate_rank(distmat, # (Q, G) distances, smaller is closer (array or tenso
                   q_pids, # (Q,) query identities
                   g_pids, # (G,) gallery identities; -1 is junk (removed), 0 a distractor
                   q_camids, # (Q,) query cameras
-                  g_camids, # (G,) gallery cameras
+                  g_camids, # (G,) gallery cameras; -1 is an unknown camera (the same-camera rule cannot apply)
                   max_rank:int=50, # length of the CMC curve (lowered to G if larger, as torchreid does)
                   ap:str='uninterpolated', # 'uninterpolated' (torchreid, papers) or 'trapezoid' (Market MATLAB code)
                   backend:str='auto', # 'auto' (numba if installed), 'numba' or 'numpy'; same numbers
@@ -255,6 +255,9 @@ def evaluate_rank(distmat, # (Q, G) distances, smaller is closer (array or tenso
         if len(a) != n: raise ValueError(f"{name} has {len(a)} entries but distmat is {nq} x {ng}")
         arrs.append(a)
     q_pids, g_pids, q_camids, g_camids = arrs
+    # camera -1 is unknown: it must equal no camera, not even another -1, so nothing is removed as "same camera"
+    if (q_camids < 0).any(): q_camids = np.where(q_camids < 0, np.iinfo(np.int64).min, q_camids)
+    if (g_camids < 0).any(): g_camids = np.where(g_camids < 0, np.iinfo(np.int64).min + 1, g_camids)
     if max_rank < 1: raise ValueError(f"max_rank must be >= 1, got {max_rank}")
     if ng < max_rank:
         warnings.warn(f"max_rank={max_rank} is larger than the gallery ({ng} images): using max_rank={ng}, as torchreid does")

@@ -164,9 +164,17 @@ def check_finite(loss:torch.Tensor, # the scalar training loss
                 )->float:
     "The loss as a float; raises `NonFiniteLossError` naming epoch and iteration when it is NaN or inf."
     v = float(loss.detach())
+    where = (f"the last good checkpoint {checkpoint} was left intact" if checkpoint else "no checkpoint was written by this run yet")
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # every process must stop together: one raising alone would leave the others waiting in DDP's all-reduce
+        flag = torch.tensor([0. if math.isfinite(v) else 1.], device=loss.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0 and math.isfinite(v):
+            raise NonFiniteLossError(f"training loss is NaN or inf on another process at epoch {epoch}, iteration {iteration}; "
+                                     f"stopping all processes before the optimizer step: {where}.")
     if math.isfinite(v): return v
     detail = ', '.join(f'{k}={float(t):.4g}' for k, t in (parts or {}).items())
-    where = (f"the last good checkpoint {checkpoint} was left intact" if checkpoint else "no checkpoint was written by this run yet")
     raise NonFiniteLossError(f"training loss is {v} at epoch {epoch}, iteration {iteration}" + (f" ({detail})" if detail else '')
                              + f"; stopping before the optimizer step: {where}. Lower solver.base_lr or check the data.")
 
