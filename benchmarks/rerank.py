@@ -126,7 +126,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--shared', type=int, default=6000, help='N at which both run (agreement checked)')
     ap.add_argument('--small', type=int, default=3000, help='second N for the port, to fit its scaling')
-    ap.add_argument('--full-port', action='store_true', help='also try the port at full size (5 min limit)')
+    ap.add_argument('--full-port', action='store_true', help='also run the port at full size (25 min limit; ~9.4 GB)')
     ap.add_argument('--child'); ap.add_argument('--n', type=int); ap.add_argument('--q', type=int); ap.add_argument('--save')
     a = ap.parse_args()
     if a.child: return child(a.child, a.n, a.q, a.save)
@@ -143,7 +143,7 @@ def main():
             diff = float(np.abs(np.load(f'{tmp}/port{n}.npy') - np.load(f'{tmp}/ours{n}.npy')).max())
             runs[('diff', n)] = diff
         full = run_child('ours', N_FULL, Q_FULL)
-        full_port = run_child('port', N_FULL, Q_FULL, timeout=300) if a.full_port else None
+        full_port = run_child('port', N_FULL, Q_FULL, timeout=1500) if a.full_port else None
     shared_port = runs[('port', a.shared)]
     r = N_FULL / a.shared
     phase_est = {k: v * r ** PHASE_EXPONENT[k] for k, v in shared_port['phases'].items()}
