@@ -14,8 +14,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['DATA_ROOT_HELP', 'CONFIGS_DIR', 'DataConfig', 'ModelConfig', 'LossConfig', 'SolverConfig', 'TestConfig', 'Config',
-           'ConfigError', 'config_from_dict', 'config_to_dict', 'yaml_load', 'save_config', 'load_config',
-           'apply_overrides', 'resolve_data_root', 'resolve_device', 'seed_everything']
+           'ConfigError', 'config_from_dict', 'config_to_dict', 'yaml_load', 'atomic_write', 'save_config',
+           'load_config', 'apply_overrides', 'resolve_data_root', 'resolve_device', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #4615d128
 @dataclass
@@ -203,17 +203,31 @@ def _str_rep(dumper, s):
     return dumper.represent_scalar('tag:yaml.org,2002:str', s, style=None if same else "'")
 _Dumper.add_representer(str, _str_rep)
 
+# %% ../nbs/00_config.ipynb #d4e0ca02
+def atomic_write(path:str|Path, # the file to (re)write
+                 data, # `str`, `bytes`, or a function that writes to a binary file object
+                )->Path:
+    "Write `data` to `path` atomically: a temporary file beside it, fsync, then `os.replace`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            if callable(data): data(f)
+            else: f.write(data.encode() if isinstance(data, str) else data)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
 # %% ../nbs/00_config.ipynb #5105ff2c
 def save_config(cfg:Config, # the config to write
                 path:str|Path, # destination `.yaml` file
                )->Path:
     "Write `cfg` to `path` as YAML, atomically."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False))
 
 def load_config(path:str|Path, # a `.yaml` file, full or partial
                )->Config:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
-from .config import Config, TestConfig, load_config, resolve_data_root, resolve_device, config_from_dict
+from .config import Config, TestConfig, atomic_write, load_config, resolve_data_root, resolve_device, config_from_dict
 
 # %% auto #0
 __all__ = ['Features', 'extract_features', 'feature_distances', 'Scorecard', 'self_match_camids', 'evaluate_features',
@@ -120,9 +120,7 @@ class Scorecard:
     def to_json(self, path:str|Path|None=None)->str:
         "The JSON text of `to_dict`; also written (atomically) to `path` when given."
         text = json.dumps(self.to_dict(), indent=2, default=str)
-        if path is not None:
-            path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + '.tmp'); tmp.write_text(text + '\n'); os.replace(tmp, path)
+        if path is not None: atomic_write(path, text + '\n')
         return text
 
     @classmethod

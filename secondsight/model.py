@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .config import Config, ModelConfig, config_from_dict, config_to_dict, resolve_device
+from .config import Config, ModelConfig, atomic_write, config_from_dict, config_to_dict, resolve_device
 
 # %% auto #0
 __all__ = ['RESNETS', 'INFERENCE_FORMAT', 'imagenet_weights_file', 'imagenet_state_dict', 'build_backbone', 'GeM', 'ReIDModel',
@@ -212,14 +212,7 @@ def save_inference(model:nn.Module, # the trained `ReIDModel` (wrappers are remo
     if cfg is None: cfg = Config()
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **m.arch))
     obj = {'format': INFERENCE_FORMAT, 'state_dict': inference_state_dict(m), 'config': config_to_dict(cfg)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 def load_inference(path:str|Path, # a file written by `save_inference`
                    device:str|torch.device='cpu', # where to put the model ('auto': CUDA when available)

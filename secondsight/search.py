@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .config import Config, resolve_device
+from .config import Config, atomic_write, resolve_device
 from .data import read_image, load_manifest
 
 # %% auto #0
@@ -221,13 +221,7 @@ def _stat(p:Path):
     try: s = p.stat(); return s.st_size, s.st_mtime_ns
     except OSError: return None, None
 
-def _atomic_write(path:Path, write):
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'wb') as f: write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+
 
 # %% ../nbs/09_search.ipynb #fc2cc1cf
 class GalleryIndex:
@@ -350,10 +344,10 @@ def _save_cache(cache_dir:Path, source:Path, ident:dict, files:list[dict], skipp
     "Write features then `index.json` atomically; remove feature files no longer referenced."
     cache_dir.mkdir(parents=True, exist_ok=True)
     name = f'feats-{uuid.uuid4().hex[:12]}.npy'
-    _atomic_write(cache_dir/name, lambda f: np.save(f, feats))
+    atomic_write(cache_dir/name, lambda f: np.save(f, feats))
     meta = {'format': CACHE_FORMAT, 'source': str(source.resolve()), 'extractor': ident, 'feats_file': name,
             'files': files, 'skipped': skipped}
-    _atomic_write(cache_dir/'index.json', lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(cache_dir/'index.json', lambda f: f.write(json.dumps(meta, indent=1).encode()))
     for old in cache_dir.glob('feats-*.npy'):
         if old.name != name: old.unlink(missing_ok=True)
 
@@ -411,8 +405,8 @@ def save_ranking(matches:list[Match], # the output of `search`
     def wcsv(f):
         import io
         s = io.StringIO(); w = csv.DictWriter(s, cols); w.writeheader(); w.writerows(rows); f.write(s.getvalue().encode())
-    _atomic_write(out/'ranking.csv', wcsv)
-    _atomic_write(out/'ranking.json', lambda f: f.write(json.dumps({'probe': str(probe), 'matches': [{k: r[k] for k in cols[1:]} for r in rows]}, indent=1).encode()))
+    atomic_write(out/'ranking.csv', wcsv)
+    atomic_write(out/'ranking.json', lambda f: f.write(json.dumps({'probe': str(probe), 'matches': [{k: r[k] for k in cols[1:]} for r in rows]}, indent=1).encode()))
     return out/'ranking.csv', out/'ranking.json'
 
 def ranked_strip(probe, # the probe: a path or PIL image

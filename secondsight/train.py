@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.distributed as dist
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
-from .config import (Config, ConfigError, SolverConfig, apply_overrides, config_from_dict, config_to_dict,
+from .config import (Config, ConfigError, SolverConfig, apply_overrides, atomic_write, config_from_dict, config_to_dict,
                                 load_config, resolve_data_root, resolve_device, save_config, seed_everything)
 
 # %% auto #0
@@ -97,18 +97,7 @@ def save_checkpoint(path:str|Path, # destination, e.g. `outputs/run/last.pth`
                     state:dict, # tensors, numbers, strings, lists and dicts only (loadable with `weights_only=True`)
                    )->Path:
     "Write `state` to `path` atomically (temporary file, fsync, `os.replace`)."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(state, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 # %% ../nbs/05_train.ipynb #17feb861
 def load_checkpoint(path:str|Path, # a file written by `save_checkpoint`
@@ -179,20 +168,16 @@ def check_finite(loss:torch.Tensor, # the scalar training loss
                              + f"; stopping before the optimizer step: {where}. Lower solver.base_lr or check the data.")
 
 # %% ../nbs/05_train.ipynb #f75f50f9
-def _atomic_write_text(path:Path, text:str):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text); os.replace(tmp, path)
-
 def write_history(history:list[dict], # one record per epoch
                   out_dir:str|Path, # run folder; writes `history.jsonl` and `history.csv`
                  )->tuple[Path, Path]:
     "Write `history` as `history.jsonl` and `history.csv` in `out_dir`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out/'history.jsonl', ''.join(json.dumps(r) + '\n' for r in history))
+    atomic_write(out/'history.jsonl', ''.join(json.dumps(r) + '\n' for r in history))
     cols = list(dict.fromkeys(k for r in history for k in r))
     import io
     buf = io.StringIO(); w = csv.DictWriter(buf, cols, lineterminator='\n'); w.writeheader(); w.writerows(history)
-    _atomic_write_text(out/'history.csv', buf.getvalue())
+    atomic_write(out/'history.csv', buf.getvalue())
     return out/'history.jsonl', out/'history.csv'
 
 def read_history(path:str|Path, # `history.jsonl`
