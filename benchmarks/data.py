@@ -1,28 +1,16 @@
 """Can data loading starve the model? Images/s of the train loader (0, 1, 2 workers) next to images/s of a training step.
 
-Run: `python benchmarks/data.py` (uses $REID_DATA_ROOT, else synthetic 128x64 JPEG crops in a temp dir).
+Run: `python benchmarks/data.py` (uses $REID_DATA_ROOT, else the synthetic crops of `data.make_fake_market`).
 Prints a table and writes benchmarks/results/data.json. Target: the loader with the default worker count
-(cfg.data.num_workers) delivers at least as many images/s as a training step consumes on this machine.
+(cfg.data.num_workers) delivers at least as many images/s as a training step consumes on the CPU.
 """
 import argparse, json, os, platform, sys, tempfile, time
 from pathlib import Path
-import numpy as np
 import torch
 
-from secondsight.config import Config, DataConfig
-from secondsight.data import ImageRecord, Market1501, build_train_loader
-
-
-def synthetic_records(folder: Path, ids: int = 64, per_id: int = 8):
-    "Random 128x64 JPEG crops (Market-1501's size), `per_id` images of each of `ids` identities."
-    from PIL import Image
-    rng, recs = np.random.default_rng(0), []
-    for pid in range(ids):
-        for j in range(per_id):
-            p = folder / f"{pid:04d}_c{j % 6 + 1}_{j}.jpg"
-            Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(p, quality=90)
-            recs.append(ImageRecord(str(p), pid, j % 6))
-    return recs
+from secondsight.config import Config
+from secondsight.data import Market1501, make_fake_market
+from secondsight.loaders import build_train_loader
 
 
 def time_loader(cfg: Config, records, workers: int, batches: int):
@@ -42,15 +30,9 @@ def time_loader(cfg: Config, records, workers: int, batches: int):
 
 
 def build_model(backbone: str, num_classes: int):
-    "secondsight's ReIDModel if it is there, else a plain torchvision ResNet (no pretrained weights either way)."
-    try:
-        from secondsight.model import ReIDModel
-        return ReIDModel(num_classes=num_classes, backbone=backbone, pretrained="none"), "secondsight.model.ReIDModel"
-    except Exception as e:  # the model notebook may not exist yet
-        import torchvision
-        m = getattr(torchvision.models, backbone)(weights=None)
-        m.fc = torch.nn.Linear(m.fc.in_features, num_classes)
-        return m, f"torchvision.models.{backbone} (secondsight.model unavailable: {type(e).__name__})"
+    "secondsight's ReIDModel (no pretrained weights)."
+    from secondsight.model import ReIDModel
+    return ReIDModel(num_classes=num_classes, backbone=backbone, pretrained="none"), "secondsight.model.ReIDModel"
 
 
 def time_train_step(cfg: Config, backbone: str, steps: int, batch: int):
@@ -97,7 +79,8 @@ def main():
         records, source = Market1501(args.data_root).train, f"Market-1501 train ({args.data_root})"
     else:
         tmp = tempfile.TemporaryDirectory()
-        records, source = synthetic_records(Path(tmp.name)), "synthetic 128x64 JPEGs (REID_DATA_ROOT not set)"
+        root = make_fake_market(Path(tmp.name) / "market", train_ids=64, test_ids=1, cams=4, per_cam=2, extras=False)
+        records, source = Market1501(root).train, "synthetic 128x64 JPEGs of data.make_fake_market (REID_DATA_ROOT not set)"
     print(f"data: {source}, {len(records)} images; batch {cfg.data.p}x{cfg.data.k}={bs} at {cfg.data.height}x{cfg.data.width}; "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch threads")
 

@@ -3,7 +3,8 @@
 Run: `python benchmarks/extract.py [--threads 2] [--batch 32] [--iters 3] [--no-compile]`.
 Model: secondsight's ReIDModel (ResNet-50, last stride 1, GeM, BNNeck), untrained, 256x128 inputs, fp32,
 eval mode, no grad. Variants: eager NCHW (the baseline), eager channels_last, torch.compile + channels_last,
-and `secondsight.evaluate.extract_features` itself (flip TTA: two forward passes per image).
+and `secondsight.evaluate.extract_features` itself (each batch through `embed_batch` with flip TTA: two
+forward passes per image).
 FLOPs per image are counted with torch.utils.flop_counter (a multiply-add is 2 FLOPs); the machine's rate
 is that of a large fp32 `torch.mm` timed in the same run with the same thread count.
 Prints a table and writes benchmarks/results/extract.json. Target (issue 6): reported, not fixed;

@@ -113,7 +113,8 @@ class OSNet(nn.Module):
         return v if not self.training else self.classifier(v)
 
 def load_osnet(path:Path) -> OSNet:
-    sd = torch.load(path, map_location='cpu', weights_only=True)
+    from secondsight.runtime import load_torch_file
+    sd = load_torch_file(path, 'OSNet state dict')
     model = OSNet(num_classes=sd['classifier.weight'].shape[0])
     model.load_state_dict(sd, strict=True)
     return model.eval()
@@ -178,19 +179,16 @@ class Mirrored(nn.Module):
 
 def embed(model, records, cfg, cache_dir:Path, weights:Path, num_workers:int, mirror:bool):
     "Raw (unnormalised) features of `records` (or of their mirrors), from the cache or with `extract_features`."
-    from secondsight.data import build_test_loader
+    from secondsight.loaders import build_test_loader
+    from secondsight.evaluate import extract_features
     path = cache_dir/f"{weights.stem}_{cache_key(weights, records, cfg)}_{'mirror' if mirror else 'plain'}.pt"
     if path.is_file():
-        c = torch.load(path, weights_only=False)
+        c = torch.load(path, map_location='cpu', weights_only=True)
         print(f'  features from cache {path}'); return c['f'], c['seconds'], True
     loader = build_test_loader(cfg, records, device='cpu', num_workers=num_workers)
     net = Mirrored(model) if mirror else model
     t0 = time.perf_counter()
-    try:
-        from secondsight.evaluate import extract_features
-        f = extract_features(net, loader, flip=False, normalize=False, device='cpu').feats
-    except ImportError:  # secondsight.evaluate not there yet: a plain loop
-        with torch.inference_mode(): f = torch.cat([net(b[0]) for b in loader])
+    f = extract_features(net, loader, flip=False, normalize=False, device='cpu').feats
     secs = time.perf_counter() - t0
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix('.tmp'); torch.save({'f': f, 'seconds': secs}, tmp); os.replace(tmp, path)
@@ -204,8 +202,8 @@ def torchreid_transform(h, w):
 def preprocessing_check(model, records, cfg, n:int):
     "Our test transform vs torchreid's on `n` images: pixel differences and feature agreement."
     from PIL import Image
-    from secondsight.data import build_transforms, read_image
-    ours, theirs = build_transforms(cfg.data, train=False), torchreid_transform(cfg.data.height, cfg.data.width)
+    from secondsight.data import test_transform, read_image
+    ours, theirs = test_transform(cfg), torchreid_transform(cfg.data.height, cfg.data.width)
     rng = np.random.default_rng(0)
     idx = rng.choice(len(records), n, replace=False)
     xo = torch.stack([ours(read_image(records[i].path)) for i in idx])
@@ -225,12 +223,12 @@ def preprocessing_check(model, records, cfg, n:int):
 
 def extract_features_check(model, records, cfg, f, fm, n:int):
     "`extract_features(flip=True, normalize=True)` on the first `n` records vs the cached raw features (and mirrors)."
-    from secondsight.data import build_test_loader
-    from secondsight.evaluate import extract_features
+    from secondsight.loaders import build_test_loader
+    from secondsight.evaluate import embed_batch, extract_features
     loader = build_test_loader(cfg, records[:n], device='cpu', num_workers=0)
     r = extract_features(model, loader, flip=True, normalize=True, device='cpu', progress=False)
     if fm is None:  # no cached mirrors: embed this subset's mirrors directly
-        with torch.inference_mode(): fm = torch.cat([model(b[0].flip(-1)) for b in loader])
+        fm = torch.cat([embed_batch(model, b[0].flip(-1), flip=False, normalize=False) for b in loader])
     ref = F.normalize((f[:n] + fm[:n]) / 2, dim=1)
     ok_labels = (r.pids == np.array([x.pid for x in records[:n]])).all() and (r.camids == np.array([x.camid for x in records[:n]])).all()
     return {'images': n, 'flip': True, 'max_abs_diff': float((r.feats - ref).abs().max()), 'labels_and_order_match': bool(ok_labels)}
@@ -338,7 +336,7 @@ def main():
     ds.summary()
     q, g = ds.query, ds.gallery
     if args.quick:
-        from secondsight.evaluate import subset_split
+        from secondsight.data import subset_split
         q, g = subset_split(q, g, 60, 600, seed=0)
     cfg = Config()
     t_all = time.perf_counter()

@@ -26,7 +26,7 @@ def features(n, q, d=DIM, seed=0):
     f /= np.linalg.norm(f, axis=1, keepdims=True)
     return f[:q], f[q:]
 
-# The faithful port (the same code as the reference in nbs/07_rerank.ipynb)
+# The faithful port (the same code as the reference in nbs/10_rerank.ipynb)
 def pairwise_sq_dist_reference(qf, gf):
     "Squared Euclidean distances over all Q+G features, as the strong baseline / fast-reid compute them (torch)."
     feat = torch.cat([torch.as_tensor(qf, dtype=torch.float32), torch.as_tensor(gf, dtype=torch.float32)])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Gallery search at scale: query latency and memory of brute force (torch) vs faiss exact (IndexFlatIP)
+"""Gallery search at scale (`secondsight.knn`): query latency and memory of brute force (torch) vs faiss exact (IndexFlatIP)
 vs faiss approximate (IVF-Flat; HNSW-Flat up to 100k), recall@10 of the approximate indexes against exact.
 
 Synthetic re-ID-like embeddings: identities are random unit centres in a random 64-d subspace, each image
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np, torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from secondsight.search import BruteForceSearcher, FaissSearcher
+from secondsight.knn import BruteForceSearcher, FaissSearcher
 
 # index MB is computed from the index's contents (vectors, ids, centroids, graph links): process RSS
 # deltas are meaningless here because freed arrays are reused by the allocator; the peak RSS of the

@@ -12,20 +12,19 @@ import numpy as np
 import torch
 
 from secondsight.config import Config, apply_overrides
-from secondsight.data import ImageRecord, Market1501, build_train_loader
+from secondsight.data import Market1501, make_fake_market
+from secondsight.loaders import build_train_loader
 from secondsight.losses import ReIDLoss
 from secondsight.model import ReIDModel
-from secondsight.train import build_optimizers, _center_step
+from secondsight.schedule import build_optimizers
 
 HERE = Path(__file__).resolve().parent
 
 
 def synthetic_records(folder: Path, ids: int = 32, per_id: int = 8):
-    "Random JPEG crops, as `benchmarks/data.py` makes them (imported from there, so the two stay one)."
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_data", HERE / "data.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod.synthetic_records(folder, ids=ids, per_id=per_id)
+    "Training records of a synthetic Market-1501 (`data.make_fake_market`: 128x64 JPEG persons, 2 cameras)."
+    root = make_fake_market(folder, train_ids=ids, test_ids=1, cams=2, per_cam=per_id // 2, extras=False)
+    return Market1501(root).train
 
 
 def bench(variant: str, cfg: Config, records, steps: int, warmup: int):
@@ -54,7 +53,7 @@ def bench(variant: str, cfg: Config, records, steps: int, warmup: int):
         loss, _ = criterion(logits.float(), feat.float(), pids)
         opt.zero_grad(set_to_none=True); copt.zero_grad(set_to_none=True)
         loss.backward()
-        _center_step(criterion, copt, scaler, cfg.loss.center_weight, 1)
+        criterion.step_centers(copt, scaler)
         opt.step()
         t2 = time.perf_counter()
         if i == 0 and variant == "compile": t_compile = t2 - t0

@@ -1,6 +1,6 @@
 """`.ci/check-clean` is what makes CI fail when a notebook's exported cell was edited without running
 `nbdev-export`. We prove it on a throw-away copy of the repository: the copy passes as it is, and fails
-once an exported cell of `nbs/00_config.ipynb` is changed behind nbdev's back."""
+once an exported cell of `nbs/01_config.ipynb` is changed behind nbdev's back."""
 import json, shutil, subprocess
 from pathlib import Path
 import pytest
@@ -28,10 +28,10 @@ def repo_copy(tmp_path):
 def test_check_clean_passes_then_catches_unexported_edit(repo_copy):
     ok = _run(['bash', '.ci/check-clean'], repo_copy)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    nb_path = repo_copy/'nbs/00_config.ipynb'
+    nb_path = repo_copy/'nbs/01_config.ipynb'
     nb = json.loads(nb_path.read_text())
-    cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and ''.join(c['source']).startswith('#| export\ndef resolve_device'))
-    cell['source'] = [s.replace("'auto' means CUDA when available", "'auto' picks CUDA when there is one") for s in cell['source']]
+    cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and ''.join(c['source']).startswith('#| export\nDATA_ROOT_HELP'))
+    cell['source'] = [s.replace("The data root: `data_root`", "The data root: the flag `data_root`") for s in cell['source']]
     nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     _run(['git', 'add', '-A'], repo_copy)
     _run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'edit the notebook only'], repo_copy)

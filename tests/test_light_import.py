@@ -5,7 +5,7 @@ import importlib.util, json, pkgutil, subprocess, sys
 import pytest
 import secondsight
 
-HEAVY = ('torchvision', 'cv2', 'matplotlib', 'ipywidgets', 'kagglehub', 'faiss')
+HEAVY = ('torchvision', 'cv2', 'matplotlib', 'ipywidgets', 'kagglehub', 'faiss', 'numba', 'onnx', 'onnxruntime')
 MODULES = sorted(m.name for m in pkgutil.iter_modules(secondsight.__path__) if not m.name.startswith('_'))
 
 def heavy_after_import(stmt):
