@@ -17,6 +17,7 @@ force; an approximate index reaches recall@10 >= 0.9 and is faster than brute fo
 Usage: python benchmarks/search.py [--sizes 10000,100000,1000000] [--queries 50] [--threads 1]
 Writes benchmarks/results/search.json.
 """
+
 import argparse, gc, json, os, platform, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -28,6 +29,7 @@ from secondsight.knn import BruteForceSearcher, FaissSearcher
 # deltas are meaningless here because freed arrays are reused by the allocator; the peak RSS of the
 # whole run is reported separately.
 
+
 def synthetic(n, dim, n_queries, seed=0, per_id=10, latent=64, chunk=100_000):
     "Clustered unit embeddings (gallery, queries), float32, generated in chunks to bound memory."
     rng = np.random.default_rng(seed)
@@ -38,111 +40,236 @@ def synthetic(n, dim, n_queries, seed=0, per_id=10, latent=64, chunk=100_000):
     centres = rng.standard_normal((n_ids, latent), dtype=np.float32) @ basis
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     sigma = np.float32(np.sqrt(0.5 / dim))
+
     def sample(ids):
-        x = centres[ids] + sigma * rng.standard_normal((len(ids), dim), dtype=np.float32)
+        x = centres[ids] + sigma * rng.standard_normal(
+            (len(ids), dim), dtype=np.float32
+        )
         return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     gf = np.empty((n, dim), np.float32)
     for s in range(0, n, chunk):
-        gf[s:s + chunk] = sample(rng.integers(0, n_ids, min(chunk, n - s)))
+        gf[s : s + chunk] = sample(rng.integers(0, n_ids, min(chunk, n - s)))
     return gf, sample(rng.integers(0, n_ids, n_queries))
+
 
 def time_queries(searcher, qf, k=10, warmup=2):
     "Median and p95 latency (ms) of one-query searches (the median resists the noise of a shared machine), plus all results."
-    for q in qf[:warmup]: searcher.search(q[None], k)
+    for q in qf[:warmup]:
+        searcher.search(q[None], k)
     times, idx = [], []
     for q in qf:
-        t = time.perf_counter(); _, i = searcher.search(q[None], k); times.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        _, i = searcher.search(q[None], k)
+        times.append((time.perf_counter() - t) * 1e3)
         idx.append(i[0])
     return float(np.median(times)), float(np.percentile(times, 95)), np.stack(idx)
 
+
 def recall(found, truth):
     k = truth.shape[1]
-    return float(np.mean([len(set(a[a >= 0]) & set(b)) / k for a, b in zip(found, truth)]))
+    return float(
+        np.mean([len(set(a[a >= 0]) & set(b)) / k for a, b in zip(found, truth)])
+    )
+
 
 def run_size(n, dim, n_queries, threads, build_threads, hnsw_max):
     import faiss
+
     rows = []
-    t = time.perf_counter(); gf, qf = synthetic(n, dim, n_queries); gen_s = time.perf_counter() - t
+    t = time.perf_counter()
+    gf, qf = synthetic(n, dim, n_queries)
+    gen_s = time.perf_counter() - t
     data_mb = gf.nbytes / 2**20
-    print(f"\n== N={n:,} d={dim}: data {data_mb:,.0f} MB (generated in {gen_s:.1f} s)", flush=True)
+    print(
+        f"\n== N={n:,} d={dim}: data {data_mb:,.0f} MB (generated in {gen_s:.1f} s)",
+        flush=True,
+    )
+
     def add(method, build_s, mem_mb, lat, truth):
         mean, p95, idx = lat
-        r = dict(n=n, dim=dim, method=method, build_s=round(build_s, 2), index_mb=round(mem_mb, 1),
-                 latency_ms=round(mean, 3), p95_ms=round(p95, 3),
-                 recall_at_10=None if truth is None else round(recall(idx, truth), 4))
-        rows.append(r); print(f"  {method:<22} build {build_s:7.1f} s  index {mem_mb:8.0f} MB  query {mean:8.2f} ms median (p95 {p95:.2f})"
-                              + ('' if truth is None else f"  recall@10 {r['recall_at_10']:.3f}"), flush=True)
+        r = dict(
+            n=n,
+            dim=dim,
+            method=method,
+            build_s=round(build_s, 2),
+            index_mb=round(mem_mb, 1),
+            latency_ms=round(mean, 3),
+            p95_ms=round(p95, 3),
+            recall_at_10=None if truth is None else round(recall(idx, truth), 4),
+        )
+        rows.append(r)
+        print(
+            f"  {method:<22} build {build_s:7.1f} s  index {mem_mb:8.0f} MB  query {mean:8.2f} ms median (p95 {p95:.2f})"
+            + ("" if truth is None else f"  recall@10 {r['recall_at_10']:.3f}"),
+            flush=True,
+        )
         return idx
-    torch.set_num_threads(threads); faiss.omp_set_num_threads(threads)
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
     # brute force: torch matrix product over the gallery (shares memory with the numpy array)
-    t = time.perf_counter(); bf = BruteForceSearcher(torch.from_numpy(gf)); b_s = time.perf_counter() - t
-    bf_idx = add('brute force (torch)', b_s, data_mb, time_queries(bf, qf), None)
-    del bf; gc.collect()
+    t = time.perf_counter()
+    bf = BruteForceSearcher(torch.from_numpy(gf))
+    b_s = time.perf_counter() - t
+    bf_idx = add("brute force (torch)", b_s, data_mb, time_queries(bf, qf), None)
+    del bf
+    gc.collect()
     # faiss exact
-    t = time.perf_counter(); fs = FaissSearcher(gf, kind='flat'); f_s = time.perf_counter() - t
-    fl_idx = add('faiss exact (FlatIP)', f_s, data_mb, time_queries(fs, qf), bf_idx)
+    t = time.perf_counter()
+    fs = FaissSearcher(gf, kind="flat")
+    f_s = time.perf_counter() - t
+    fl_idx = add("faiss exact (FlatIP)", f_s, data_mb, time_queries(fs, qf), bf_idx)
     same = float(np.mean([(a == b).all() for a, b in zip(fl_idx, bf_idx)]))
-    rows[-1]['same_top10_as_brute_force'] = same
-    print(f"  faiss exact == brute force (identical top-10 lists): {100 * same:.1f}%", flush=True)
-    del fs; gc.collect()
+    rows[-1]["same_top10_as_brute_force"] = same
+    print(
+        f"  faiss exact == brute force (identical top-10 lists): {100 * same:.1f}%",
+        flush=True,
+    )
+    del fs
+    gc.collect()
     # approximate: IVF-Flat (nlist ~ 4 sqrt(N), capped at 1024; trained on <= 64k rows)
     nlist = int(min(1024, 4 * np.sqrt(n), n // 39))
     faiss.omp_set_num_threads(build_threads)
-    t = time.perf_counter(); ivf = FaissSearcher(gf, kind='ivf', nlist=nlist, train_size=min(n, 40 * nlist)); i_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ivf = FaissSearcher(gf, kind="ivf", nlist=nlist, train_size=min(n, 40 * nlist))
+    i_s = time.perf_counter() - t
     faiss.omp_set_num_threads(threads)
     ivf_mb = (n * (dim * 4 + 8) + nlist * dim * 4) / 2**20  # vectors + ids + centroids
     for nprobe in (8, 32, 128):
         ivf.index.nprobe = nprobe
-        add(f'faiss IVF{nlist},nprobe={nprobe}', i_s, ivf_mb, time_queries(ivf, qf), bf_idx)
-    del ivf; gc.collect()
+        add(
+            f"faiss IVF{nlist},nprobe={nprobe}",
+            i_s,
+            ivf_mb,
+            time_queries(ivf, qf),
+            bf_idx,
+        )
+    del ivf
+    gc.collect()
     if n <= hnsw_max:
         faiss.omp_set_num_threads(build_threads)
-        t = time.perf_counter(); hn = FaissSearcher(gf, kind='hnsw', hnsw_m=32, ef_construction=80, ef_search=64); h_s = time.perf_counter() - t
+        t = time.perf_counter()
+        hn = FaissSearcher(gf, kind="hnsw", hnsw_m=32, ef_construction=80, ef_search=64)
+        h_s = time.perf_counter() - t
         faiss.omp_set_num_threads(threads)
-        links = hn.index.hnsw.neighbors.size() * 4 + hn.index.hnsw.offsets.size() * 8 + hn.index.hnsw.levels.size() * 4
-        add('faiss HNSW32,ef=64', h_s, data_mb + links / 2**20, time_queries(hn, qf), bf_idx)
-        del hn; gc.collect()
-    del gf, qf; gc.collect()
+        links = (
+            hn.index.hnsw.neighbors.size() * 4
+            + hn.index.hnsw.offsets.size() * 8
+            + hn.index.hnsw.levels.size() * 4
+        )
+        add(
+            "faiss HNSW32,ef=64",
+            h_s,
+            data_mb + links / 2**20,
+            time_queries(hn, qf),
+            bf_idx,
+        )
+        del hn
+        gc.collect()
+    del gf, qf
+    gc.collect()
     return rows
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--sizes', default='10000,100000,1000000')
-    ap.add_argument('--dims', default='2048,2048,512', help='embedding size per gallery size')
-    ap.add_argument('--queries', type=int, default=50)
-    ap.add_argument('--threads', type=int, default=1, help='threads for queries (one-query latency)')
-    ap.add_argument('--build-threads', type=int, default=2, help='threads for building approximate indexes')
-    ap.add_argument('--hnsw-max', type=int, default=10_000, help='largest gallery for which HNSW is built')
-    ap.add_argument('--out', default=str(Path(__file__).resolve().parent/'results'/'search.json'))
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument(
+        "--dims", default="2048,2048,512", help="embedding size per gallery size"
+    )
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="threads for queries (one-query latency)"
+    )
+    ap.add_argument(
+        "--build-threads",
+        type=int,
+        default=2,
+        help="threads for building approximate indexes",
+    )
+    ap.add_argument(
+        "--hnsw-max",
+        type=int,
+        default=10_000,
+        help="largest gallery for which HNSW is built",
+    )
+    ap.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent / "results" / "search.json"),
+    )
     a = ap.parse_args()
-    sizes, dims = [int(s) for s in a.sizes.split(',')], [int(d) for d in a.dims.split(',')]
-    if len(dims) != len(sizes): dims = (dims * len(sizes))[:len(sizes)]
+    sizes, dims = (
+        [int(s) for s in a.sizes.split(",")],
+        [int(d) for d in a.dims.split(",")],
+    )
+    if len(dims) != len(sizes):
+        dims = (dims * len(sizes))[: len(sizes)]
     import faiss
-    t0 = time.time(); rows = []
-    for n, d in zip(sizes, dims): rows += run_size(n, d, a.queries, a.threads, a.build_threads, a.hnsw_max)
-    print(f"\n{'N':>9} {'d':>5}  {'method':<24} {'build s':>8} {'index MB':>9} {'median ms':>9} {'p95 ms':>8} {'recall@10':>9}")
+
+    t0 = time.time()
+    rows = []
+    for n, d in zip(sizes, dims):
+        rows += run_size(n, d, a.queries, a.threads, a.build_threads, a.hnsw_max)
+    print(
+        f"\n{'N':>9} {'d':>5}  {'method':<24} {'build s':>8} {'index MB':>9} {'median ms':>9} {'p95 ms':>8} {'recall@10':>9}"
+    )
     for r in rows:
-        rc = '' if r['recall_at_10'] is None else f"{r['recall_at_10']:.3f}"
-        print(f"{r['n']:>9,} {r['dim']:>5}  {r['method']:<24} {r['build_s']:>8.1f} {r['index_mb']:>9.0f} {r['latency_ms']:>9.2f} {r['p95_ms']:>8.2f} {rc:>9}")
-    exact_ok = all(r.get('same_top10_as_brute_force', 1.0) == 1.0 for r in rows)
+        rc = "" if r["recall_at_10"] is None else f"{r['recall_at_10']:.3f}"
+        print(
+            f"{r['n']:>9,} {r['dim']:>5}  {r['method']:<24} {r['build_s']:>8.1f} {r['index_mb']:>9.0f} {r['latency_ms']:>9.2f} {r['p95_ms']:>8.2f} {rc:>9}"
+        )
+    exact_ok = all(r.get("same_top10_as_brute_force", 1.0) == 1.0 for r in rows)
     big = max(sizes)
-    bf_big = next(r for r in rows if r['n'] == big and r['method'].startswith('brute'))
-    approx_ok = [r for r in rows if r['n'] == big and (r['recall_at_10'] or 0) >= 0.9 and ('IVF' in r['method'] or 'HNSW' in r['method'])
-                 and r['latency_ms'] < bf_big['latency_ms']]
-    print(f"\ntarget: faiss exact gives the same top-10 as brute force: {'met' if exact_ok else 'NOT met'}")
-    print(f"target: an approximate index at N={big:,} has recall@10 >= 0.9 and beats brute force "
-          f"({bf_big['latency_ms']:.2f} ms): {'met by ' + ', '.join(r['method'] for r in approx_ok) if approx_ok else 'NOT met'}")
+    bf_big = next(r for r in rows if r["n"] == big and r["method"].startswith("brute"))
+    approx_ok = [
+        r
+        for r in rows
+        if r["n"] == big
+        and (r["recall_at_10"] or 0) >= 0.9
+        and ("IVF" in r["method"] or "HNSW" in r["method"])
+        and r["latency_ms"] < bf_big["latency_ms"]
+    ]
+    print(
+        f"\ntarget: faiss exact gives the same top-10 as brute force: {'met' if exact_ok else 'NOT met'}"
+    )
+    print(
+        f"target: an approximate index at N={big:,} has recall@10 >= 0.9 and beats brute force "
+        f"({bf_big['latency_ms']:.2f} ms): {'met by ' + ', '.join(r['method'] for r in approx_ok) if approx_ok else 'NOT met'}"
+    )
     import resource
+
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the run: {peak_mb:,.0f} MB")
-    res = dict(benchmark='search', peak_rss_mb=round(peak_mb), date=time.strftime('%Y-%m-%d %H:%M:%S'), seconds=round(time.time() - t0, 1),
-               machine=dict(platform=platform.platform(), cpus=os.cpu_count(), torch=torch.__version__, faiss=faiss.__version__,
-                            query_threads=a.threads, build_threads=a.build_threads),
-               data='clustered synthetic unit embeddings: 10 per identity, centres in a random 64-d subspace, cosine ~0.8 to the centre; float32',
-               queries=a.queries, baseline='brute force (torch)', rows=rows,
-               targets=dict(exact_equals_brute_force=exact_ok, approximate_fast_and_recall_0_9=bool(approx_ok)))
-    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix('.tmp'); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out)
+    res = dict(
+        benchmark="search",
+        peak_rss_mb=round(peak_mb),
+        date=time.strftime("%Y-%m-%d %H:%M:%S"),
+        seconds=round(time.time() - t0, 1),
+        machine=dict(
+            platform=platform.platform(),
+            cpus=os.cpu_count(),
+            torch=torch.__version__,
+            faiss=faiss.__version__,
+            query_threads=a.threads,
+            build_threads=a.build_threads,
+        ),
+        data="clustered synthetic unit embeddings: 10 per identity, centres in a random 64-d subspace, cosine ~0.8 to the centre; float32",
+        queries=a.queries,
+        baseline="brute force (torch)",
+        rows=rows,
+        targets=dict(
+            exact_equals_brute_force=exact_ok,
+            approximate_fast_and_recall_0_9=bool(approx_ok),
+        ),
+    )
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, out)
     print(f"wrote {out}")
 
-if __name__ == '__main__': main()
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ import numpy as np
 from fastcore.script import call_parse
 from .runtime import atomic_write, resolve_device
 from .cli import cli_errors, require_flags
-from .config import TestConfig, load_config
+from .config import RECIPES_HELP, TestConfig, load_config
 from .data import build_dataset, subset_split
 from .model import load_weights
 from .metrics import per_query_scores
@@ -88,7 +88,7 @@ def explain_queries(model, # the embedding model
 # %% ../nbs/20_analysis.ipynb #59e403fb
 @call_parse
 def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference file (`save_inference`) or training checkpoint
-                  config:str=None, # YAML config for data and test settings (default: the one stored with the weights)
+                  config:Annotated[str, f"{RECIPES_HELP} for the data and test settings (default: the config stored with the weights)"]=None,
                   data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
                   output_dir:str='figures', # folder for the outputs, the PNGs and index.json
                   rerank:bool=False, # figures of the k-reciprocal re-ranked distances (and a Re-ranked row in the scorecard)

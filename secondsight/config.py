@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/config.html.md"""
 
 # %% ../nbs/01_config.ipynb #214ea3f8
 from __future__ import annotations
-import os, types, typing
+import importlib.resources, os, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 from typing import Optional, Union
@@ -14,9 +14,9 @@ import yaml
 from .runtime import atomic_write
 
 # %% auto #0
-__all__ = ['DATA_ROOT_HELP', 'CONFIGS_DIR', 'DataConfig', 'ModelConfig', 'LossConfig', 'SolverConfig', 'TestConfig', 'Config',
-           'ConfigError', 'config_from_dict', 'config_to_dict', 'yaml_load', 'save_config', 'load_config',
-           'apply_overrides', 'resolve_data_root']
+__all__ = ['CONFIGS_DIR', 'RECIPES_HELP', 'DATA_ROOT_HELP', 'DataConfig', 'ModelConfig', 'LossConfig', 'SolverConfig',
+           'TestConfig', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict', 'yaml_load', 'save_config',
+           'recipe_names', 'config_path', 'load_config', 'apply_overrides', 'resolve_data_root']
 
 # %% ../nbs/01_config.ipynb #9f0874cc
 @dataclass
@@ -211,11 +211,31 @@ def save_config(cfg:Config, # the config to write
     "Write `cfg` to `path` as YAML, atomically."
     return atomic_write(path, yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False))
 
-def load_config(path:str|Path, # a `.yaml` file, full or partial
+# %% ../nbs/01_config.ipynb #f6759ea8
+CONFIGS_DIR = Path(str(importlib.resources.files('secondsight')/'configs'))  # the recipes installed with the package
+
+def recipe_names()->list[str]:
+    "The names of the recipes in `CONFIGS_DIR`, sorted: what `load_config` and `--config` accept besides a path."
+    return sorted(p.stem for p in CONFIGS_DIR.glob('*.yaml'))
+
+RECIPES_HELP = f"recipe name ({', '.join(recipe_names())}) or YAML file"  # the start of every command's `--config` help
+
+# %% ../nbs/01_config.ipynb #77776b0d
+def config_path(name_or_path:str|Path, # a recipe name (`recipe_names()`) or the path of a YAML file
+               )->Path:
+    "The YAML file of a recipe name or a path; a `ConfigError` listing the recipes when it is neither."
+    p = Path(name_or_path).expanduser()
+    if p.is_file(): return p
+    if p.parent == Path('.') and p.suffix in ('', '.yaml'):
+        r = CONFIGS_DIR/f'{p.stem}.yaml'
+        if r.is_file(): return r
+    raise ConfigError(f"no config file or recipe named {str(name_or_path)!r}; recipes: {', '.join(recipe_names())} "
+                      "(or the path of a YAML file)")
+
+def load_config(name_or_path:str|Path, # a recipe name (`recipe_names()`) or a `.yaml` file, full or partial
                )->Config:
-    "Read a YAML config; keys it leaves out keep their defaults."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"config file not found: {path}")
+    "Read a recipe or a YAML config; keys it leaves out keep their defaults."
+    path = config_path(name_or_path)
     try: d = yaml_load(path.read_text())
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML ({e})") from e
     try: return config_from_dict(d or {})
@@ -266,11 +286,3 @@ def resolve_data_root(data_root:str|None=None, # the `--data-root` flag, if give
         if cand: return Path(cand).expanduser()
     if required: raise FileNotFoundError(DATA_ROOT_HELP)
     return None
-
-# %% ../nbs/01_config.ipynb #8f885e69
-def _find_configs_dir():
-    for p in [Path(__file__).resolve().parent.parent/'configs'] if '__file__' in globals() else []:
-        if p.is_dir(): return p
-    return None
-
-CONFIGS_DIR = _find_configs_dir()

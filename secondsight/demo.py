@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 import numpy as np
 from fastcore.script import call_parse
-from .config import Config, CONFIGS_DIR, apply_overrides, load_config, resolve_data_root
+from .config import RECIPES_HELP, Config, apply_overrides, load_config, resolve_data_root
 from .runtime import resolve_device
 from .cli import cli_errors
 from .data import Market1501, save_manifest, subset_dataset
@@ -23,22 +23,16 @@ from .gradcam import GradCAM, save_explanations
 from .train import train
 
 # %% auto #0
-__all__ = ['DEMO_DEFAULTS', 'demo_config', 'demo_gallery', 'demo_cli']
-
-# %% ../nbs/22_demo.ipynb #a057b33c
-DEMO_DEFAULTS = ['model.backbone=resnet18', 'data.height=128', 'data.width=64', 'data.p=8', 'data.k=4',
-                 'solver.epochs=4', 'solver.warmup_epochs=1', 'solver.milestones=[3]', 'solver.max_iters_per_epoch=40',
-                 'solver.eval_period=0', 'solver.checkpoint_period=0', 'data.num_workers=2', 'device=cpu']
+__all__ = ['demo_config', 'demo_gallery', 'demo_cli']
 
 # %% ../nbs/22_demo.ipynb #6a66bb27
 _SCRATCH = "training from scratch (model.pretrained={}): expect a weak model, the point is the pipeline."
 
-def demo_config(config:str|None=None, # YAML config; default configs/cpu_quick.yaml (or `DEMO_DEFAULTS` without it)
+def demo_config(config:str|None=None, # recipe name or YAML file; default: the `cpu_quick` recipe
                 overrides:list[str]|None=None, # extra `section.key=value` overrides
                )->tuple[Config, str]:
     "The quick-training config of the demo and a note on where its starting weights come from."
-    path = Path(config) if config else CONFIGS_DIR/'cpu_quick.yaml' if CONFIGS_DIR else None
-    cfg = apply_overrides(load_config(path) if path else apply_overrides(Config(), DEMO_DEFAULTS), overrides)
+    cfg = apply_overrides(load_config(config or 'cpu_quick'), overrides)
     if cfg.model.pretrained != 'imagenet': return cfg, _SCRATCH.format(cfg.model.pretrained or 'none')
     f = imagenet_weights_file(cfg.model.backbone)
     if f.exists(): return cfg, f"starting from the ImageNet weights {f.name} in the torch cache"
@@ -104,7 +98,7 @@ def _demo_search(model, cfg:Config, ds:Market1501, out:Path, query_index:int=0, 
 def demo_cli(data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
              weights:str=None, # inference file (`save_inference`) or training checkpoint: skips the quick training
              output_dir:str='outputs/demo', # folder for the outputs
-             config:str=None, # quick-training config (default: configs/cpu_quick.yaml)
+             config:Annotated[str, f"{RECIPES_HELP} for the quick training (default: cpu_quick)"]=None,
              set:Annotated[str, "config overrides section.key=value for the quick training, e.g. `--set solver.epochs=2`", {'nargs': '+', 'action': 'extend'}]=None,
              train_ids:int=100, # training identities used by the quick training
              query_index:int=0, # which query crop to search for

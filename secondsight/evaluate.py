@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
-from .config import Config, TestConfig, load_config
+from .config import RECIPES_HELP, Config, TestConfig, load_config
 from .runtime import atomic_write, resolve_device
 from .cli import cli_errors, require_flags
 from .data import build_dataset, subset_split
@@ -232,7 +232,7 @@ def evaluate_model(model:torch.nn.Module, # the embedding model (eval mode is se
 # %% ../nbs/11_evaluate.ipynb #8c8008f5
 @call_parse
 def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference file (`save_inference`) or training checkpoint
-                 config:str=None, # YAML config for data and test settings (default: the one stored with the weights)
+                 config:Annotated[str, f"{RECIPES_HELP} for the data and test settings (default: the config stored with the weights)"]=None,
                  rerank:bool=False, # also score k-reciprocal re-ranking (also on when the config's test.rerank is)
                  flip:bool=True, # with --no-flip: embed each image once, without averaging with its mirror
                  data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.distributed as dist
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
-from .config import Config, ConfigError, apply_overrides, config_to_dict, load_config, save_config
+from .config import RECIPES_HELP, Config, ConfigError, apply_overrides, config_to_dict, load_config, save_config
 from .runtime import resolve_device, seed_everything
 from .cli import cli_errors
 from .data import build_dataset
@@ -334,7 +334,7 @@ def train(cfg:Config, # the run config
 
 # %% ../nbs/16_train.ipynb #792b2eaf
 @call_parse
-def train_cli(config:str=None, # YAML config file (keys it leaves out keep the defaults of configs/default.yaml)
+def train_cli(config:Annotated[str, f"{RECIPES_HELP} (keys it leaves out keep the defaults of the `default` recipe)"]=None,
               data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
               output_dir:str=None, # folder for the outputs: checkpoints, history, figures (default: the config's output_dir)
               device:str=None, # 'auto', 'cpu', 'cuda' or 'cuda:N' (default: the config's device)
