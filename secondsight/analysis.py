@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Annotated
 import numpy as np
 from fastcore.script import call_parse
-from .runtime import atomic_write, resolve_device
+from .runtime import atomic_write
 from .cli import cli_errors, require_flags
-from .config import RECIPES_HELP, TestConfig, load_config
-from .data import build_dataset, subset_split
-from .model import load_weights
+from .config import RECIPES_HELP, TestConfig
 from .metrics import per_query_scores
 from .rerank import re_ranking
-from .evaluate import Features, Scorecard, evaluate_features, evaluate_model, feature_distances, self_match_camids
+from .evaluate import (Features, Scorecard, evaluate_features, evaluate_model, evaluation_inputs, feature_distances,
+                                  self_match_camids)
 from .viz import plot_ranked_gallery
 from .plots import plot_camera_pair_accuracy, plot_cmc, plot_distance_distributions
 from .search import Match
@@ -103,12 +102,9 @@ def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference f
     "Write the analysis figures of a trained model on Market-1501: CMC, distances, camera pairs, ranked galleries, Grad-CAM."
     with cli_errors('secondsight-visualize'):
         require_flags('secondsight-visualize', weights=weights)
-        model, cfg = load_weights(weights, load_config(config) if config else None)
-        dev = resolve_device(device or cfg.device)
-        ds = build_dataset(cfg, data_root)
-        query, gallery = subset_split(ds.query, ds.gallery, max_query, max_gallery, seed=seed)
+        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed)
         print(f"evaluating {Path(weights).name} on {len(query):,} queries x {len(gallery):,} gallery images of {Path(ds.root).name}")
-        sc, qf, gf = evaluate_model(model.to(dev), query, gallery, cfg, rerank=False, device=dev, progress=False, return_features=True)
+        sc, qf, gf = evaluate_model(model, query, gallery, cfg, rerank=False, device=dev, progress=False, return_features=True)
         dm, lab = analysis_distances(qf, gf, sc, cfg.test, rerank)
         print(sc)
         out = Path(output_dir)

@@ -250,9 +250,10 @@ def _to_rgb(img:Image.Image) -> Image.Image:
         img = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
     return img.convert('RGB')
 
-def read_image(path:str|Path, # an image file
+def read_image(path:str|Path|Image.Image, # an image file, or a PIL image (converted the same way)
               )->Image.Image:
-    "The image at `path` as 8-bit RGB, or an `ImageReadError` naming the file."
+    "The image at `path` as 8-bit RGB, or an `ImageReadError` naming the file; a PIL image is converted alike."
+    if isinstance(path, Image.Image): return _to_rgb(path)
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"image not found: {str(path)!r}")
     if path.stat().st_size == 0: raise ImageReadError(f"{str(path)!r}: empty file (0 bytes), not an image")

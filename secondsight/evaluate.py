@@ -27,7 +27,7 @@ from .rerank import re_ranking
 
 # %% auto #0
 __all__ = ['embed_batch', 'Features', 'extract_features', 'feature_distances', 'Scorecard', 'self_match_camids',
-           'evaluate_features', 'evaluate_model', 'evaluate_cli']
+           'evaluate_features', 'evaluate_model', 'evaluation_inputs', 'evaluate_cli']
 
 # %% ../nbs/11_evaluate.ipynb #323cb376
 def embed_batch(model:torch.nn.Module, # embedding model; `model(x)` in eval mode returns (N, D)
@@ -229,6 +229,22 @@ def evaluate_model(model:torch.nn.Module, # the embedding model (eval mode is se
                'images_per_second': round(len(feats.paths) / secs, 1) if secs > 0 else None}
     return (sc, qf, gf) if return_features else sc
 
+# %% ../nbs/11_evaluate.ipynb #0efd5184
+def evaluation_inputs(weights:str|Path, # inference file (`save_inference`) or training checkpoint
+                      config:str|None=None, # recipe name or YAML file for the data and test settings (None: the file's own)
+                      data_root:str|None=None, # the `--data-root` flag, if given
+                      device:str|None=None, # the `--device` flag, if given (None: the config's)
+                      max_query:int|None=None, # evaluate on this many random queries only
+                      max_gallery:int|None=None, # gallery cap of the subset
+                      seed:int=0, # seed of the subset
+                     )->tuple:
+    "`(model on its device, cfg, device, dataset, query, gallery)` to evaluate `weights` with."
+    model, cfg = load_weights(weights, load_config(config) if config else None)
+    dev = resolve_device(device or cfg.device)
+    ds = build_dataset(cfg, data_root)
+    query, gallery = subset_split(ds.query, ds.gallery, max_query, max_gallery, seed)
+    return model.to(dev), cfg, dev, ds, query, gallery
+
 # %% ../nbs/11_evaluate.ipynb #8c8008f5
 @call_parse
 def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference file (`save_inference`) or training checkpoint
@@ -246,14 +262,11 @@ def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference fi
     "Evaluate a trained model on Market-1501: print the scorecard and write scorecard.json."
     with cli_errors('secondsight-evaluate'):
         require_flags('secondsight-evaluate', weights=weights)
-        model, cfg = load_weights(weights, load_config(config) if config else None)
+        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed)
         if num_workers is not None: cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=num_workers))
-        dev = resolve_device(device or cfg.device)
-        ds = build_dataset(cfg, data_root)
-        query, gallery = subset_split(ds.query, ds.gallery, max_query, max_gallery, seed)
         print(f"evaluating {Path(weights).name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) on {len(query):,} "
               f"queries x {len(gallery):,} gallery images of {Path(ds.root).name} ({dev})")
-        sc = evaluate_model(model.to(dev), query, gallery, cfg, rerank=rerank or cfg.test.rerank,
+        sc = evaluate_model(model, query, gallery, cfg, rerank=rerank or cfg.test.rerank,
                             flip=flip and cfg.test.flip, device=dev, progress=sys.stderr.isatty())
         sc.info.update(weights=str(weights), data_root=str(ds.root), subset=bool(max_query or max_gallery),
                        image_size=[cfg.data.height, cfg.data.width], backbone=cfg.model.backbone)

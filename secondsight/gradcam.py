@@ -78,10 +78,6 @@ def __call__(self:GradCAM,
     return (cam / m if m > 0 else cam).cpu().numpy().astype(np.float32)
 
 # %% ../nbs/19_gradcam.ipynb #752ce29a
-def _rgb(img)->Image.Image:
-    "A file (read with `read_image`) or a PIL image, as RGB."
-    return read_image(img) if isinstance(img, (str, Path)) else img.convert('RGB')
-
 @patch
 def explain(self:GradCAM,
             img, # a file, or a PIL image (any size)
@@ -89,7 +85,7 @@ def explain(self:GradCAM,
             similarity:str='cosine', # 'cosine' or 'dot'
            )->np.ndarray:
     "The map of an image at its own size: `(height, width)` of the file, not of the network input."
-    img = _rgb(img)
+    img = read_image(img)
     return self(self.transform(img), reference, similarity, size=(img.height, img.width))
 
 @patch
@@ -98,7 +94,7 @@ def embed(self:GradCAM,
          )->torch.Tensor:
     "The search embedding of `img` (`embed_batch` with `cfg.test`'s flip and normalisation), `(D,)`."
     dev = next(self.model.parameters()).device
-    return embed_batch(self.model, self.transform(_rgb(img))[None].to(dev), self.cfg.test.flip, self.cfg.test.normalize)[0]
+    return embed_batch(self.model, self.transform(read_image(img))[None].to(dev), self.cfg.test.flip, self.cfg.test.normalize)[0]
 
 # %% ../nbs/19_gradcam.ipynb #eaa609d0
 def overlay_cam(img, # a file, PIL image, or (H, W, 3) uint8 array
@@ -108,7 +104,7 @@ def overlay_cam(img, # a file, PIL image, or (H, W, 3) uint8 array
                )->np.ndarray:
     "The image with the heat map blended on top, (H, W, 3) uint8 RGB."
     import cv2
-    a = np.asarray(_rgb(img) if isinstance(img, (str, Path, Image.Image)) else img, dtype=np.uint8)
+    a = np.asarray(read_image(img) if isinstance(img, (str, Path, Image.Image)) else img, dtype=np.uint8)
     cam = np.asarray(cam, np.float32)
     if cam.shape != a.shape[:2]: cam = cv2.resize(cam, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_LINEAR)
     heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), getattr(cv2, f'COLORMAP_{colormap.upper()}'))
@@ -123,7 +119,7 @@ def explain_matches(gradcam:GradCAM, # the explainer (its model and cfg are the 
                     alpha:float=0.45, # weight of the heat map in the overlay
                    )->list[tuple[str, np.ndarray]]:
     "`(caption, overlay)` for the probe (vs its top match) and each of the top-k matches (vs the probe)."
-    q, matches = _rgb(probe), list(matches)[:top_k]
+    q, matches = read_image(probe), list(matches)[:top_k]
     q_emb = gradcam.embed(q)
     if matches: out = [('probe vs #1', overlay_cam(q, gradcam.explain(q, gradcam.embed(matches[0].path)), alpha))]
     else: out = [('probe', overlay_cam(q, gradcam.explain(q), alpha))]

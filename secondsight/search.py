@@ -246,8 +246,7 @@ def embed(self:GalleryIndex,
     t = torch.as_tensor(probe) if isinstance(probe, (torch.Tensor, np.ndarray)) else None
     if t is not None and t.dim() <= 2 and t.shape[-1] == self.feats.shape[1]: return t.float().reshape(1, -1)
     if self.model is None: raise ValueError("this GalleryIndex has no model: pass the probe as an embedding, or build the index with a model")
-    if isinstance(probe, (str, Path)): probe = read_image(probe)
-    x = test_transform(self.cfg)(probe) if isinstance(probe, Image.Image) else t.float()
+    x = test_transform(self.cfg)(read_image(probe)) if isinstance(probe, (str, Path, Image.Image)) else t.float()
     return embed_batch(self.model, x.unsqueeze(0), self.cfg.test.flip, self.cfg.test.normalize)
 
 # %% ../nbs/18_search.ipynb #de4a5519

@@ -56,8 +56,7 @@ def as_pil(img, # a path or record with `.path` (read with `read_image`), PIL im
           )->Image.Image:
     "`img` as an RGB PIL image; files go through `data.read_image` (EXIF orientation, errors naming the file)."
     if hasattr(img, 'path') and not isinstance(img, (str, Path)): img = img.path
-    if isinstance(img, (str, Path)): return read_image(img)
-    if isinstance(img, Image.Image): return img.convert('RGB')
+    if isinstance(img, (str, Path, Image.Image)): return read_image(img)
     a = np.asarray(img)
     if a.dtype != np.uint8: a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
     if a.ndim == 2: a = np.stack([a] * 3, -1)
