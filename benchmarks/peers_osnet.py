@@ -5,7 +5,7 @@ Needs: `SECONDSIGHT_PEERS_DIR` (default `../shared/peers` next to the repo) hold
 `osnet_x0_25_market1501.pth` (and `osnet_x0_25_msmt17.pth` for the cross-domain figure); they are read from there,
 never copied into the repo. `REID_DATA_ROOT` (default /work/shared/data/Market-1501-v15.09.15) is Market-1501.
 
-What runs: a minimal OSNet (Zhou et al., ICCV 2019) defined here, loaded with `strict=True`; our data pipeline
+What runs: secondsight's OSNet (`secondsight.osnet.load_osnet`, Zhou et al., ICCV 2019), loaded with strict key checking; our data pipeline
 (`Market1501`, `build_test_loader`: 256x128, ImageNet normalisation), `secondsight.evaluate.extract_features`,
 `secondsight.evaluate.feature_distances`, `secondsight.metrics.evaluate_rank`, `secondsight.rerank.re_ranking`.
 Every image is embedded once with its mirror (features cached under /tmp, so reruns are cheap); the settings are
@@ -29,140 +29,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from secondsight.osnet import load_osnet
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = {
     "market1501": {"rank1": 0.912, "mAP": 0.750}
 }  # torchreid model zoo, osnet_x0_25, Market-1501 (from memory, approximate)
 TOL = {"rank1": 0.015, "mAP": 0.02}
-
-
-# ---------------------------------------------------------------- OSNet (torchreid's layout, key for key)
-class ConvLayer(nn.Module):
-    "Conv + BN + ReLU (the 7x7 stem)."
-
-    def __init__(self, cin, cout, k, stride=1, padding=0):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False)
-        self.bn, self.relu = nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
-
-class Conv1x1(ConvLayer):
-    "1x1 conv + BN + ReLU."
-
-    def __init__(self, cin, cout):
-        super().__init__(cin, cout, 1)
-
-
-class Conv1x1Linear(nn.Module):
-    "1x1 conv + BN, no activation."
-
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv, self.bn = nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
-
-
-class LightConv3x3(nn.Module):
-    "1x1 pointwise then 3x3 depthwise, BN + ReLU."
-
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False, groups=cout)
-        self.bn, self.relu = nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv2(self.conv1(x))))
-
-
-class ChannelGate(nn.Module):
-    "The unified aggregation gate: avgpool -> fc1 -> ReLU -> fc2 -> sigmoid, times the input."
-
-    def __init__(self, c, reduction=16):
-        super().__init__()
-        self.fc1 = nn.Conv2d(c, c // reduction, 1, bias=True)
-        self.fc2 = nn.Conv2d(c // reduction, c, 1, bias=True)
-
-    def forward(self, x):
-        return x * torch.sigmoid(
-            self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
-        )
-
-
-class OSBlock(nn.Module):
-    "Omni-scale residual bottleneck: four streams of 1-4 LightConv3x3, one shared gate (no IN: no IN keys in the weights)."
-
-    def __init__(self, cin, cout, reduction=4):
-        super().__init__()
-        mid = cout // reduction
-        self.conv1 = Conv1x1(cin, mid)
-        self.conv2a = LightConv3x3(mid, mid)
-        self.conv2b = nn.Sequential(*[LightConv3x3(mid, mid) for _ in range(2)])
-        self.conv2c = nn.Sequential(*[LightConv3x3(mid, mid) for _ in range(3)])
-        self.conv2d = nn.Sequential(*[LightConv3x3(mid, mid) for _ in range(4)])
-        self.gate = ChannelGate(mid)
-        self.conv3 = Conv1x1Linear(mid, cout)
-        self.downsample = Conv1x1Linear(cin, cout) if cin != cout else None
-
-    def forward(self, x):
-        x1 = self.conv1(x)
-        x2 = sum(
-            self.gate(s(x1))
-            for s in (self.conv2a, self.conv2b, self.conv2c, self.conv2d)
-        )
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(self.conv3(x2) + identity)
-
-
-class OSNet(nn.Module):
-    "OSNet; in eval mode returns the 512-d fc output, torchreid's test feature."
-
-    def __init__(
-        self, num_classes, channels=(16, 64, 96, 128), layers=(2, 2, 2), feature_dim=512
-    ):
-        super().__init__()
-        c = channels
-        self.conv1 = ConvLayer(3, c[0], 7, stride=2, padding=3)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.conv2 = self._stage(layers[0], c[0], c[1], True)
-        self.conv3 = self._stage(layers[1], c[1], c[2], True)
-        self.conv4 = self._stage(layers[2], c[2], c[3], False)
-        self.conv5 = Conv1x1(c[3], c[3])
-        self.fc = nn.Sequential(
-            nn.Linear(c[3], feature_dim),
-            nn.BatchNorm1d(feature_dim),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(feature_dim, num_classes)
-
-    @staticmethod
-    def _stage(n, cin, cout, reduce):
-        blocks = [OSBlock(cin, cout)] + [OSBlock(cout, cout) for _ in range(n - 1)]
-        if reduce:
-            blocks.append(
-                nn.Sequential(Conv1x1(cout, cout), nn.AvgPool2d(2, stride=2))
-            )  # transition
-        return nn.Sequential(*blocks)
-
-    def forward(self, x):
-        x = self.conv5(self.conv4(self.conv3(self.conv2(self.maxpool(self.conv1(x))))))
-        v = self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-        return v if not self.training else self.classifier(v)
-
-
-def load_osnet(path: Path) -> OSNet:
-    from secondsight.runtime import load_torch_file
-
-    sd = load_torch_file(path, "OSNet state dict")
-    model = OSNet(num_classes=sd["classifier.weight"].shape[0])
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
 
 
 # ---------------------------------------------------------------- the baseline: torchreid's eval_market1501, ported

@@ -24,7 +24,7 @@ from .search import Match
 from .gradcam import GradCAM, save_explanations
 
 # %% auto #0
-__all__ = ['analysis_distances', 'write_figures', 'explain_queries', 'visualize_cli']
+__all__ = ['analysis_distances', 'write_figures', 'worst_queries', 'explain_queries', 'visualize_cli']
 
 # %% ../nbs/21_analysis.ipynb #01998c0e
 def analysis_distances(qf:Features, # query features (`extract_features`)
@@ -61,6 +61,17 @@ def write_figures(dm:np.ndarray, # (Q, G) distances (`analysis_distances`)
     plot_ranked_gallery(dm, q_paths, g_paths, **rg, worst=True, title='worst queries (lowest AP)', save_path=files['worst_queries'])
     return files
 
+# %% ../nbs/21_analysis.ipynb #7fcafb60
+def worst_queries(dm:np.ndarray, # (Q, G) distances
+                  lab:tuple, # `(q_pids, g_pids, q_camids, g_camids)` as evaluated
+                  q_paths:list, # query image files
+                  n:int=10, # how many
+                 )->list[dict]:
+    "The `n` queries with the lowest AP: `[{'query': file name, 'AP': ap}, ...]`, lowest first."
+    ap, _ = per_query_scores(dm, *lab)
+    order = [int(i) for i in np.argsort(np.where(np.isnan(ap), np.inf, ap), kind='stable') if not np.isnan(ap[i])][:n]
+    return [{'query': Path(q_paths[i]).name, 'AP': float(ap[i])} for i in order]
+
 # %% ../nbs/21_analysis.ipynb #69e341e5
 def explain_queries(model, # the embedding model
                     cfg, # its config (preprocessing)
@@ -86,7 +97,8 @@ def explain_queries(model, # the embedding model
 
 # %% ../nbs/21_analysis.ipynb #59e403fb
 @call_parse
-def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference file (`save_inference`) or training checkpoint
+def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference file (`save_inference`), training checkpoint or torchreid model-zoo file
+                  arch:str=None, # architecture of a model-zoo file, e.g. osnet_x0_25 (default: recognised from the file)
                   config:Annotated[str, f"{RECIPES_HELP} for the data and test settings (default: the config stored with the weights)"]=None,
                   data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
                   output_dir:str='figures', # folder for the outputs, the PNGs and index.json
@@ -102,7 +114,7 @@ def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference f
     "Write the analysis figures of a trained model on Market-1501: CMC, distances, camera pairs, ranked galleries, Grad-CAM."
     with cli_errors('secondsight-visualize'):
         require_flags('secondsight-visualize', weights=weights)
-        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed)
+        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed, arch=arch)
         print(f"evaluating {Path(weights).name} on {len(query):,} queries x {len(gallery):,} gallery images of {Path(ds.root).name}")
         sc, qf, gf = evaluate_model(model, query, gallery, cfg, rerank=False, device=dev, progress=False, return_features=True)
         dm, lab = analysis_distances(qf, gf, sc, cfg.test, rerank)
@@ -110,8 +122,10 @@ def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference f
         out = Path(output_dir)
         files = write_figures(dm, lab, qf.paths, gf.paths, sc, out, num_queries, top_k)
         files.update(explain_queries(model, cfg, dm, lab, qf.paths, gf.paths, out, n=gradcam))
+        worst = worst_queries(dm, lab, qf.paths)
+        print('worst queries (AP): ' + ', '.join(f"{w['query']} {100 * w['AP']:.1f}%" for w in worst[:5]))
         index = {'weights': str(weights), 'data_root': str(ds.root), 'num_query': len(query), 'num_gallery': len(gallery),
-                 'rerank': rerank, 'scorecard': sc.to_dict(), 'figures': {k: str(v) for k, v in files.items()}}
+                 'rerank': rerank, 'scorecard': sc.to_dict(), 'worst_queries': worst, 'figures': {k: str(v) for k, v in files.items()}}
         atomic_write(out/'index.json', json.dumps(index, indent=1, default=str))
         print(f"wrote {len(files)} figures to {out.name}/: " + ', '.join(Path(f).name for f in files.values()))
         return files

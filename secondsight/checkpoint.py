@@ -6,15 +6,16 @@ Docs: https://secondsight.github.io/secondsight/checkpoint.html.md"""
 
 # %% ../nbs/16_checkpoint.ipynb #109fd7fb
 from __future__ import annotations
-import csv, io, json, random
+import csv, io, json, random, zipfile
 from pathlib import Path
 import numpy as np
 import torch
-from .runtime import atomic_write, load_torch_file
+from .runtime import atomic_write, load_torch_file, remove_stale_temps
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'get_rng_state', 'set_rng_state',
-           'write_history', 'read_history']
+__all__ = ['CHECKPOINT_FORMAT', 'RUN_FILES', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'config_diff',
+           'check_resumable', 'prepare_run_folder', 'module_states', 'load_module_states', 'get_rng_state',
+           'set_rng_state', 'write_history', 'read_history']
 
 # %% ../nbs/16_checkpoint.ipynb #67093d45
 CHECKPOINT_FORMAT = 'secondsight-checkpoint-v1'
@@ -27,31 +28,111 @@ def save_checkpoint(path:str|Path, # destination, e.g. `outputs/run/last.pth`
 
 # %% ../nbs/16_checkpoint.ipynb #9f3238ce
 class CheckpointError(ValueError):
-    "A file that is not a secondsight training checkpoint."
+    "A file that is not a secondsight training checkpoint, or one that does not fit the run."
+
+def _not_a_torch_archive(path:str|Path)->str|None:
+    "Why `path` cannot be a checkpoint `torch.save` wrote (a zip archive), or None when it may be one."
+    path = Path(path).expanduser()
+    if not path.is_file(): return None  # `load_torch_file` names the missing file
+    with open(path, 'rb') as f: head = f.read(4)
+    if not head: return "an empty file (0 bytes)"
+    if head != b'PK\x03\x04': return "its bytes are not a file written by torch.save (which starts with a zip header)"
+    if not zipfile.is_zipfile(path): return (f"truncated: torch's zip archive ends before its directory ({path.stat().st_size:,} bytes); "
+                                             "the write or the copy was cut short")
+    return None
 
 def load_checkpoint(path:str|Path, # a file written by `save_checkpoint`
                     check_format:bool=True, # require a `secondsight-checkpoint-v1` training checkpoint
                    )->dict:
     "Read a training checkpoint (tensors on the CPU) without unpickling anything but tensors and plain containers."
+    if check_format and (why := _not_a_torch_archive(path)): raise CheckpointError(f"{path}: not a secondsight training checkpoint: {why}")
     obj = load_torch_file(path, 'checkpoint')
     if check_format and not (isinstance(obj, dict) and obj.get('format') == CHECKPOINT_FORMAT):
         fmt = obj.get('format') if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path} is not a secondsight training checkpoint (format {fmt!r}, expected {CHECKPOINT_FORMAT!r})")
     return obj
 
+# %% ../nbs/16_checkpoint.ipynb #8c27a74b
+def config_diff(a:dict, # a config as a dict (`config.config_to_dict`), e.g. the checkpoint's
+                b:dict, # the other, e.g. this run's
+                prefix:str='', # key prefix (used by the recursion)
+               )->list[str]:
+    "The settings that differ between two config dicts, as `key: old -> new` lines."
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict): out += config_diff(va, vb, f'{prefix}{k}.')
+        elif va != vb: out.append(f'{prefix}{k}: {va!r} -> {vb!r}')
+    return out
+
+# %% ../nbs/16_checkpoint.ipynb #06f1aa71
+def _state_mismatch(own:dict, saved:dict, name:str)->list[str]:
+    "What keeps the state dict `saved` from loading where `own` is: one phrase per kind of difference, with an example."
+    shapes = [f"{k} {list(saved[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    kinds = ((shapes, 'tensors of another shape, checkpoint vs run'), ([k for k in own if k not in saved], 'missing'),
+             ([k for k in saved if k not in own], 'unexpected'))
+    return [f"{name}: {len(ks)} {what} (e.g. {ks[0]})" for ks, what in kinds if ks]
+
+def check_resumable(path:str|Path, # the checkpoint's file, named in the message
+                    ck:dict, # the checkpoint, from `load_checkpoint`
+                    cfg:dict, # this run's config as a dict
+                    **modules, # name in the checkpoint -> this run's module, e.g. `model=..., criterion=...`
+                   ):
+    "Raise a one-line `CheckpointError` naming `path` and what differs when `ck` does not fit this run's `modules`."
+    why = [w for name, m in modules.items() for w in _state_mismatch(m.state_dict(), ck.get(name) or {}, name)]
+    if not why: return
+    w_ck, w_run = (d.get('classifier.weight') for d in (ck.get('model') or {}, modules['model'].state_dict()))
+    ids = [f"trained on {len(w_ck)} identities, this run has {len(w_run)}"] if w_ck is not None and w_run is not None and len(w_ck) != len(w_run) else []
+    settings = [d for d in config_diff(ck.get('config', {}), cfg) if d.startswith('model.')]
+    raise CheckpointError(f"{path} does not fit this run, so it cannot be resumed: " + '; '.join(ids + settings + why))
+
+# %% ../nbs/16_checkpoint.ipynb #59acd6a7
+RUN_FILES = ('last.pth', 'best.pth', 'model_inference.pth', 'history.jsonl', 'history.csv', 'history.png', 'config.yaml')
+
+def prepare_run_folder(out:str|Path, # the run folder
+                       resume:str|Path|None=None, # the checkpoint the run resumes from, if any
+                       overwrite:bool=False, # replace a previous run in `out`
+                       clean:bool=True, # delete (the main process); False only checks
+                      )->list[Path]:
+    "Refuse a folder holding another run's results unless `overwrite` (they are deleted), and remove stale temporary files; the paths deleted."
+    out = Path(out)
+    own = resume is not None and Path(resume).resolve().parent == out.resolve()  # continuing the run in `out`
+    done = [n for n in RUN_FILES[:3] if (out/n).exists()]
+    if done and not own and not overwrite:
+        raise FileExistsError(f"{out} already holds a training run ({', '.join(done)}): pass --resume {out/'last.pth'} to continue it, "
+                              "or --overwrite to replace it, or choose another --output-dir")
+    if not clean: return []
+    gone = [out/n for n in RUN_FILES if done and not own and (out/n).exists()]
+    for p in gone: p.unlink()
+    return gone + remove_stale_temps(out)
+
 # %% ../nbs/16_checkpoint.ipynb #30ce943c
-def get_rng_state()->dict:
-    "The states of python's, numpy's and torch's (CPU and CUDA) global generators, as tensors and plain types."
+def module_states(**parts)->dict:
+    "The `state_dict()` of each part, by name (None for a part that is None)."
+    return {k: None if v is None else v.state_dict() for k, v in parts.items()}
+
+def load_module_states(ck:dict, # a checkpoint (or any dict of states by name)
+                       **parts, # name -> object with `load_state_dict` (None: skipped)
+                      ):
+    "Load each part's state from `ck`; parts that are None, and states that are missing or empty, are skipped."
+    for k, v in parts.items():
+        if v is not None and ck.get(k): v.load_state_dict(ck[k])
+
+# %% ../nbs/16_checkpoint.ipynb #157c47df
+def get_rng_state(loader_generator:torch.Generator|None=None, # a DataLoader's own generator (it seeds the workers), saved as 'loader'
+                 )->dict:
+    "The states of python's, numpy's and torch's (CPU and CUDA) global generators and a loader's, as tensors and plain types."
     version, py_state, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {'python': {'version': version, 'state': torch.tensor(py_state, dtype=torch.int64), 'gauss': gauss},
             'numpy': {'name': str(name), 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
                       'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
-            'torch': torch.get_rng_state(),
+            'torch': torch.get_rng_state(), 'loader': None if loader_generator is None else loader_generator.get_state(),
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
-# %% ../nbs/16_checkpoint.ipynb #9b82ad7f
+# %% ../nbs/16_checkpoint.ipynb #2995b05e
 def set_rng_state(state:dict, # from `get_rng_state`
+                  loader_generator:torch.Generator|None=None, # the DataLoader generator to restore (when saved)
                  ):
     "Restore the generators saved by `get_rng_state`."
     py = state['python']
@@ -60,6 +141,7 @@ def set_rng_state(state:dict, # from `get_rng_state`
     np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
     torch.set_rng_state(state['torch'].cpu())
     if state.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+    if state.get('loader') is not None and loader_generator is not None: loader_generator.set_state(state['loader'])
 
 # %% ../nbs/16_checkpoint.ipynb #d8b0d40a
 def write_history(history:list[dict], # one record per epoch

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from fastcore.script import CliError, is_cli, _cli_func
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'cli_errors', 'require_flags']
+__all__ = ['USER_ERRORS', 'cli_errors', 'require_flags', 'require_at_least']
 
 # %% ../nbs/02_cli.ipynb #65663879
 USER_ERRORS = (OSError, ValueError, LookupError, CliError)  # missing/unreadable files, bad values, refused files
@@ -43,3 +43,13 @@ def require_flags(command:str, # the command's name, for the message
     if missing:
         raise CliError(f"{command}: {' and '.join([', '.join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)} "
                        f"{'is' if len(missing) == 1 else 'are'} required")
+
+# %% ../nbs/02_cli.ipynb #8aa2331b
+def require_at_least(minimum:int|float, # the smallest allowed value
+                     **flags, # flag name (Python spelling) -> value; `None` (not given) passes
+                    ):
+    "Raise a `ValueError` naming the first flag in `flags` whose value is below `minimum` (or not a number)."
+    for k, v in flags.items():
+        if v is None: continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= minimum:
+            raise ValueError(f"{k} (--{k.replace('_', '-')}) is {v!r}: it must be a number >= {minimum}")

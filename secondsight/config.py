@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/config.html.md"""
 
 # %% ../nbs/01_config.ipynb #214ea3f8
 from __future__ import annotations
-import importlib.resources, os, types, typing
+import importlib.resources, math, os, re, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 from typing import Optional, Union
@@ -15,8 +15,8 @@ from .runtime import atomic_write
 
 # %% auto #0
 __all__ = ['CONFIGS_DIR', 'RECIPES_HELP', 'DATA_ROOT_HELP', 'DataConfig', 'ModelConfig', 'LossConfig', 'SolverConfig',
-           'TestConfig', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict', 'yaml_load', 'save_config',
-           'recipe_names', 'config_path', 'load_config', 'apply_overrides', 'resolve_data_root']
+           'TestConfig', 'Config', 'ConfigError', 'check_config', 'config_from_dict', 'config_to_dict', 'yaml_load',
+           'save_config', 'recipe_names', 'config_path', 'load_config', 'apply_overrides', 'resolve_data_root']
 
 # %% ../nbs/01_config.ipynb #9f0874cc
 @dataclass
@@ -50,7 +50,7 @@ class ModelConfig:
     last_stride: int = 1  # stride of layer4; 1 keeps a 16x8 map for a 256x128 input
     pooling: str = 'gem'  # 'gem', 'avg' or 'max'
     gem_p: float = 3.0  # initial GeM exponent (learnable)
-    neck: str = 'bnneck'  # 'bnneck' or 'none'
+    neck: str = 'bnneck'  # 'bnneck', 'none', or 'fc' (torchreid's head: fc 512 + BN + ReLU, the zoo models')
     neck_feat: str = 'after'  # embedding at test time: 'after' or 'before' the BN
 
 # %% ../nbs/01_config.ipynb #952718e6
@@ -150,6 +150,63 @@ def _coerce(value, tp, name:str):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
     raise ConfigError(f"{name}: unsupported type {tp}")
 
+# %% ../nbs/01_config.ipynb #29b0fa09
+_RANGES = {  # dotted key -> allowed values
+    'data.height': '>= 1', 'data.width': '>= 1', 'data.p': '>= 1', 'data.k': '>= 1', 'data.num_workers': '>= 0',
+    'data.test_batch_size': '>= 1', 'data.flip_p': '[0, 1]', 'data.pad': '>= 0', 'data.erase_p': '[0, 1]',
+    'data.erase_scale': '(0, 1]', 'data.erase_ratio': '> 0', 'data.mean': 'finite', 'data.std': '> 0',
+    'data.max_train_pids': '>= 1', 'data.max_test_pids': '>= 1',
+    'model.last_stride': (1, 2), 'model.pooling': ('gem', 'avg', 'max'), 'model.gem_p': '> 0',
+    'model.neck': ('bnneck', 'none', 'fc'), 'model.neck_feat': ('after', 'before'),
+    'loss.ce_weight': '>= 0', 'loss.label_smooth': '[0, 1)', 'loss.triplet_weight': '>= 0', 'loss.triplet_margin': '>= 0',
+    'loss.center_weight': '>= 0', 'loss.center_lr': '> 0',
+    'solver.optimizer': ('adam', 'sgd'), 'solver.base_lr': '> 0', 'solver.weight_decay': '>= 0', 'solver.bias_lr_factor': '> 0',
+    'solver.weight_decay_bias': '>= 0', 'solver.momentum': '[0, 1)', 'solver.epochs': '>= 1', 'solver.warmup_epochs': '>= 0',
+    'solver.warmup_factor': '(0, 1]', 'solver.milestones': '>= 1', 'solver.gamma': '(0, 1]', 'solver.eval_period': '>= 0',
+    'solver.checkpoint_period': '>= 0', 'solver.log_period': '>= 1', 'solver.max_iters_per_epoch': '>= 1',
+    'test.k1': '>= 1', 'test.k2': '>= 1', 'test.lambda_value': '[0, 1]', 'test.max_rank': '>= 1',
+    'seed': '[0, 4294967295]', 'device': re.compile(r'auto|cpu|mps|cuda(:\d+)?'),
+}
+_ORDERED = ('data.erase_scale', 'data.erase_ratio', 'solver.milestones')  # (low, high) pairs and increasing lists
+_FLAGS = {'data.max_train_pids': '--train-ids', 'data.max_test_pids': '--test-ids', 'data.num_workers': '--num-workers',
+          'seed': '--seed', 'device': '--device'}  # the command-line flag that sets a key, named in its error
+_NULL_MEANS = {'data.max_train_pids': 'all', 'data.max_test_pids': 'all', 'loss.triplet_margin': 'soft margin',
+               'solver.max_iters_per_epoch': 'the whole epoch'}  # what `null` means for an optional field
+
+# %% ../nbs/01_config.ipynb #ea4a579a
+def _allowed(rule, key:str):
+    "`(test, words)` for a `_RANGES` rule of `key`."
+    if isinstance(rule, tuple): return (lambda v: v in rule), f"{', '.join(map(repr, rule[:-1]))} or {rule[-1]!r}"
+    if isinstance(rule, re.Pattern): return (lambda v: bool(rule.fullmatch(v))), 'auto, cpu, cuda, cuda:N or mps'
+    if rule == 'finite': return (lambda v: True), 'a finite number'
+    if m := re.fullmatch(r'(>=|>) (\S+)', rule):
+        lo = float(m[2])
+        return (lambda v: v >= lo if m[1] == '>=' else v > lo), f"{key} {rule}"
+    m = re.fullmatch(r'([\[(])(\S+), (\S+)([\])])', rule)
+    lo, hi = float(m[2]), float(m[3])
+    test = lambda v: (v >= lo if m[1] == '[' else v > lo) and (v <= hi if m[4] == ']' else v < hi)
+    return test, f"{m[2]} {'<=' if m[1] == '[' else '<'} {key} {'<=' if m[4] == ']' else '<'} {m[3]}"
+
+# %% ../nbs/01_config.ipynb #923550d5
+def _check_value(key:str, v, name:str):
+    "Raise a `ConfigError` if value `v` of `name` (`key`, or one element of it) breaks `key`'s rule."
+    if v is None: return
+    if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{name}: {v!r} is not allowed: it must be a finite number")
+    test, words = _allowed(_RANGES[key], key)
+    if key in _NULL_MEANS: words += f", or null ({_NULL_MEANS[key]})"
+    if not test(v): raise ConfigError(f"{name}{f' ({_FLAGS[key]})' if key in _FLAGS else ''}: {v!r} is out of range; allowed: {words}")
+
+def check_config(cfg:Config, # the config to check
+                )->Config:
+    "`cfg` if every value is in its allowed range (`_RANGES`), else a `ConfigError` naming the key and the range."
+    for key in _RANGES:
+        node = cfg
+        for part in key.split('.'): node = getattr(node, part)
+        for i, v in enumerate(node) if isinstance(node, tuple) else [(None, node)]: _check_value(key, v, key if i is None else f'{key}[{i}]')
+        if key in _ORDERED and list(node) != sorted(node):
+            raise ConfigError(f"{key}: {list(node)!r} must be in increasing order")
+    return cfg
+
 # %% ../nbs/01_config.ipynb #ce714ac1
 def _hints(cls): return typing.get_type_hints(cls)
 
@@ -170,8 +227,8 @@ def _from_dict(cls, d:dict, prefix:str=''):
 
 def config_from_dict(d:dict # nested mapping, as read from YAML
                     )->Config:
-    "Build a `Config` from a nested dict, refusing unknown keys and wrong types."
-    return _from_dict(Config, d)
+    "Build a `Config` from a nested dict, refusing unknown keys, wrong types and values out of range."
+    return check_config(_from_dict(Config, d))
 
 def config_to_dict(cfg:Config)->dict:
     "A plain nested dict (lists for tuples) of `cfg`, ready for YAML or JSON."
@@ -182,7 +239,6 @@ def config_to_dict(cfg:Config)->dict:
     return _plain(asdict(cfg))
 
 # %% ../nbs/01_config.ipynb #fd096a72
-import re
 class _Loader(yaml.SafeLoader): pass
 # a deep copy: `add_implicit_resolver` would otherwise append to `SafeLoader`'s own lists
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -203,6 +259,19 @@ def _str_rep(dumper, s):
     except yaml.YAMLError: same = False
     return dumper.represent_scalar('tag:yaml.org,2002:str', s, style=None if same else "'")
 _Dumper.add_representer(str, _str_rep)
+
+# %% ../nbs/01_config.ipynb #2f3efcf0
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for k, _ in node.value:
+        if k.tag == 'tag:yaml.org,2002:merge': continue
+        key = loader.construct_object(k, deep=True)
+        try: first = seen.get(key)
+        except TypeError: continue  # an unhashable key: PyYAML reports it itself
+        if first is not None: raise ConfigError(f"duplicate key {key!r} on line {k.start_mark.line + 1} (first set on line {first + 1})")
+        seen[key] = k.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+_Loader.construct_mapping = _construct_mapping
 
 # %% ../nbs/01_config.ipynb #2883c37d
 def save_config(cfg:Config, # the config to write
@@ -238,6 +307,7 @@ def load_config(name_or_path:str|Path, # a recipe name (`recipe_names()`) or a `
     path = config_path(name_or_path)
     try: d = yaml_load(path.read_text())
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    except ConfigError as e: raise ConfigError(f"{path}: {e}") from None
     try: return config_from_dict(d or {})
     except ConfigError as e: raise ConfigError(f"{path}: {e}") from None
 

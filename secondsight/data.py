@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/data.html.md"""
 
 # %% ../nbs/03_data.ipynb #26bb189a
 from __future__ import annotations
-import csv, io, json, os, re, types, warnings
+import csv, io, json, os, re, sys, types, warnings
 from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass, replace
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from .config import Config, ConfigError, DataConfig, resolve_data_root
+from .cli import require_at_least
 from .runtime import atomic_write
 
 # %% auto #0
@@ -140,9 +141,10 @@ class Market1501:
                  root:str|Path, # the dataset folder (or a folder holding `Market-1501-v15.09.15/`)
                 ):
         self.root = find_market_root(root)
-        self.dropped = {}  # split -> number of junk images (pid -1) dropped
-        self.ignored = []  # non-image files found in the split folders
+        self.dropped, self.ignored, self.dangling = {}, [], []  # split -> junk images (pid -1) dropped; non-image files; dangling links
         train, self.query, self.gallery = (self._read(s) for s in MARKET_SPLITS)
+        if self.dangling: print(f"warning: skipped {len(self.dangling)} dangling symbolic link(s), their target missing: "
+                                f"{', '.join(map(str, self.dangling[:5]))}{' ...' if len(self.dangling) > 5 else ''}", file=sys.stderr)
         self.pid2label = {pid: i for i, pid in enumerate(sorted({r.pid for r in train}))}
         self.train = [replace(r, pid=self.pid2label[r.pid]) for r in train]
 
@@ -150,10 +152,11 @@ class Market1501:
         folder, recs, junk = self.root/MARKET_SPLITS[split], [], 0
         for e in sorted(os.scandir(folder), key=lambda e: e.name):
             if not (e.is_file() and is_image_file(e.name)):
-                self.ignored.append(Path(e.path)); continue
+                (self.dangling if e.is_symlink() and not os.path.exists(e.path) else self.ignored).append(Path(e.path)); continue
             pid, camid = parse_market_name(e.path)
             if pid == -1: junk += 1; continue
             recs.append(ImageRecord(e.path, pid, camid))
+        if not recs and split != 'train': raise FileNotFoundError(f"no {split} images in {folder} ({junk} junk images with pid -1): nothing to evaluate")
         self.dropped[split] = junk
         return recs
 
@@ -171,14 +174,12 @@ class Market1501:
         "Print the images, identities and cameras of each split, and what was dropped or ignored."
         lines = [f"Market-1501 ({self.root.name})", f"  {'subset':<8}| {'# ids':>6} | {'# images':>9} | {'# cameras':>9}", '  ' + '-'*41]
         for s, (n, ids, cams) in self.counts().items(): lines.append(f"  {s:<8}| {ids:>6,} | {n:>9,} | {cams:>9}")
-        junk = ', '.join(f"{s} {n:,}" for s, n in self.dropped.items())
-        lines.append(f"  junk (pid -1) dropped: {sum(self.dropped.values()):,} ({junk})")
+        lines.append(f"  junk (pid -1) dropped: {sum(self.dropped.values()):,} ({', '.join(f'{s} {n:,}' for s, n in self.dropped.items())})")
         names = Counter(p.name for p in self.ignored)
         lines.append(f"  non-image files ignored: {len(self.ignored)}" + (f" ({', '.join(f'{k} x{v}' for k, v in names.items())})" if names else ''))
         print('\n'.join(lines))
 
-    def __repr__(self):
-        return f"Market1501({str(self.root)!r}: train {len(self.train)}, query {len(self.query)}, gallery {len(self.gallery)})"
+    def __repr__(self): return f"Market1501({str(self.root)!r}: train {len(self.train)}, query {len(self.query)}, gallery {len(self.gallery)})"
 
 # %% ../nbs/03_data.ipynb #e318cdfa
 def subset_dataset(ds, # a `Market1501` (anything with `.train`, `.query`, `.gallery`)
@@ -187,10 +188,10 @@ def subset_dataset(ds, # a `Market1501` (anything with `.train`, `.query`, `.gal
                    seed:int=0, # seed of the test identity choice
                   ):
     "A smaller copy of `ds`: its `train`, `query`, `gallery` and `num_train_pids` attributes."
+    require_at_least(1, train_ids=num_train_pids, test_ids=num_test_pids)  # -5 would slice "all but the last five"
     train = list(ds.train)
     if num_train_pids is not None:
-        keep = sorted({r.pid for r in train})[:num_train_pids]
-        relabel = {p: i for i, p in enumerate(keep)}
+        relabel = {p: i for i, p in enumerate(sorted({r.pid for r in train})[:num_train_pids])}  # the first N, as 0..N-1
         train = [replace(r, pid=relabel[r.pid]) for r in train if r.pid in relabel]
     query, gallery = list(ds.query), list(ds.gallery)
     if num_test_pids is not None:
@@ -208,6 +209,7 @@ def subset_split(query:list, # query `ImageRecord`s
                  seed:int=0, # seed of the random choice
                 )->tuple[list, list]:
     "A smaller `(query, gallery)`: sampled queries, their identities' gallery images, random distractors."
+    require_at_least(1, max_query=max_query, max_gallery=max_gallery)
     rng = np.random.default_rng(seed)
     if max_query is not None and max_query < len(query):
         query = [query[i] for i in sorted(rng.choice(len(query), max_query, replace=False))]

@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/demo.html.md"""
 
 # %% ../nbs/23_demo.ipynb #56ec54d1
 from __future__ import annotations
-import dataclasses, time
+import dataclasses, time, warnings
 from pathlib import Path
 from typing import Annotated
 import numpy as np
@@ -71,11 +71,19 @@ def _quick_train(cfg:Config, ds:Market1501, train_ids:int, output_dir:Path, note
     print(f"quick training: {cfg.model.backbone} at {cfg.data.height}x{cfg.data.width}, {cfg.solver.epochs} epochs"
           f" x {cfg.solver.max_iters_per_epoch or 'all'} iterations, {train_ids} identities. {note}")
     hist = train(cfg, dataset=subset_dataset(ds, num_train_pids=train_ids), output_dir=output_dir,
-                 eval_fn=lambda model, epoch: {}, progress=progress)
+                 eval_fn=lambda model, epoch: {}, progress=progress, overwrite=True)  # the demo's own folder: a re-run replaces it
     print(f"trained in {time.time() - t0:.0f} s")
     return Path(hist.inference)
 
 # %% ../nbs/23_demo.ipynb #7ef1d49c
+def _map_note(map_size:tuple[int, int], cfg:Config)->str:
+    "One line on the resolution of the Grad-CAM maps just drawn."
+    h, w = map_size
+    if min(map_size) >= 4: return f"Grad-CAM explains a {h}x{w} feature map of the {cfg.data.height}x{cfg.data.width} input"
+    return (f"Grad-CAM explains a {h}x{w} feature map of the {cfg.data.height}x{cfg.data.width} input: too coarse to show where "
+            "the model looks. A model-zoo OSNet at 256x128 gives 16x8 (--weights osnet_x0_25_market1501.pth)")
+
+# %% ../nbs/23_demo.ipynb #1a998b9d
 def _demo_search(model, cfg:Config, ds:Market1501, out:Path, query_index:int=0, gallery_size:int=200,
                  top_k:int=10, rerank:bool=False)->list[Match]:
     "Search a gallery subset of `ds` for one query crop with `model`; print the ranking; write it and its pictures to `out`."
@@ -88,15 +96,20 @@ def _demo_search(model, cfg:Config, ds:Market1501, out:Path, query_index:int=0, 
     print_ranking([dataclasses.replace(m, path=Path(m.path).name) for m in matches], name)
     hits = [m.rank for m in matches if m.pid == probe.pid]
     print(f"same identity at rank(s): {hits if hits else 'none in the top ' + str(top_k)}")
-    files = [*save_ranking(matches, out, probe.path), save_ranked_gallery(probe.path, matches, out/'ranked_gallery.png', title=name),
-             save_explanations(GradCAM(model, cfg=cfg), probe.path, matches, out/'gradcam.png', top_k=min(5, top_k))]
+    gc = GradCAM(model, cfg=cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Grad-CAM explains')  # said below, in words for this model
+        files = [*save_ranking(matches, out, probe.path), save_ranked_gallery(probe.path, matches, out/'ranked_gallery.png', title=name),
+                 save_explanations(gc, probe.path, matches, out/'gradcam.png', top_k=min(5, top_k))]
     print(f"wrote {', '.join(str(f) for f in files)}")
+    print(_map_note(gc.map_size, cfg))
     return matches
 
 # %% ../nbs/23_demo.ipynb #e17f2473
 @call_parse
 def demo_cli(data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
-             weights:str=None, # inference file (`save_inference`) or training checkpoint: skips the quick training
+             weights:str=None, # inference file (`save_inference`), training checkpoint or torchreid model-zoo file: skips the quick training
+             arch:str=None, # architecture of a model-zoo file, e.g. osnet_x0_25 (default: recognised from the file)
              output_dir:str='outputs/demo', # folder for the outputs
              config:Annotated[str, f"{RECIPES_HELP} for the quick training (default: cpu_quick)"]=None,
              set:Annotated[str, "config overrides section.key=value for the quick training, e.g. `--set solver.epochs=2`", {'nargs': '+', 'action': 'extend'}]=None,
@@ -115,7 +128,7 @@ def demo_cli(data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT,
         cfg, note = demo_config(config, set)
         if device: cfg = dataclasses.replace(cfg, device=device)
         dev = resolve_device(cfg.device)
-        loaded = load_weights(weights, device=dev) if weights else None  # a wrong file fails before the data is read
+        loaded = load_weights(weights, device=dev, arch=arch) if weights else None  # a wrong file fails before the data is read
         ds, out = _demo_dataset(data_root, cfg, download), Path(output_dir)
         if loaded is None: loaded = load_weights(_quick_train(cfg, ds, train_ids, out/'train', note, not quiet), device=dev)
         matches = _demo_search(*loaded, ds, out, query_index, gallery_size, top_k, rerank)

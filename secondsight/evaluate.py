@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/evaluate.html.md"""
 
 # %% ../nbs/12_evaluate.ipynb #35090dd8
 from __future__ import annotations
-import dataclasses, json, sys, time
+import copy, dataclasses, inspect, io, itertools, json, sys, time, warnings, weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Sequence
@@ -18,7 +18,7 @@ from fastcore.script import call_parse
 from tqdm.auto import tqdm
 from .config import RECIPES_HELP, Config, TestConfig, load_config
 from .runtime import atomic_write, resolve_device
-from .cli import cli_errors, require_flags
+from .cli import cli_errors, require_at_least, require_flags
 from .data import build_dataset, subset_split
 from .loaders import build_test_loader
 from .model import load_weights
@@ -26,28 +26,105 @@ from .metrics import RankResult, evaluate_rank, cosine_distance, euclidean_squar
 from .rerank import re_ranking
 
 # %% auto #0
-__all__ = ['embed_batch', 'Features', 'extract_features', 'feature_distances', 'Scorecard', 'self_match_camids',
-           'evaluate_features', 'evaluate_model', 'evaluation_inputs', 'evaluate_cli']
+__all__ = ['FAST_MIN_BATCH', 'onnx_bytes', 'OnnxModel', 'cpu_copy', 'embed_batch', 'Features', 'extract_features',
+           'feature_distances', 'Scorecard', 'self_match_camids', 'evaluate_features', 'evaluate_model',
+           'evaluation_inputs', 'evaluate_cli']
 
 # %% ../nbs/12_evaluate.ipynb #323cb376
+def onnx_bytes(model:torch.nn.Module, # embedding model; traced in eval mode from a CPU copy (`model` is untouched)
+               height:int=256, # input height
+               width:int=128, # input width
+               opset:int=17, # ONNX opset
+              )->bytes:
+    "The ONNX graph of `model`: input `images` (N, 3, H, W) with a dynamic batch axis, output `embeddings`."
+    model = copy.deepcopy(model).eval().cpu()
+    kw = dict(input_names=['images'], output_names=['embeddings'], opset_version=opset,
+              dynamic_axes={'images': {0: 'batch'}, 'embeddings': {0: 'batch'}})
+    if 'dynamo' in inspect.signature(torch.onnx.export).parameters: kw['dynamo'] = False  # TorchScript: no onnxscript needed
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the TorchScript exporter is chosen on purpose; tracer notes on constant branches
+        torch.onnx.export(model, (torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)),), buf, **kw)
+    return buf.getvalue()
+
+# %% ../nbs/12_evaluate.ipynb #b1dc7548
+class OnnxModel(torch.nn.Module):
+    "An ONNX embedding model (`onnx_bytes`, a `secondsight-export` file, its `--int8` file) run by onnxruntime on the CPU."
+    def __init__(self,
+                 onnx:bytes|str|Path, # the graph, or an `.onnx` file
+                 threads:int|None=None, # onnxruntime's intra-op threads (None: `torch.get_num_threads()`)
+                ):
+        super().__init__()
+        try: import onnxruntime as ort
+        except ImportError: raise ImportError("onnxruntime is not installed: pip install 'secondsight[export]' (or use backend='torch')") from None
+        if not isinstance(onnx, bytes) and not Path(onnx).is_file(): raise FileNotFoundError(f"ONNX file not found: {onnx}")
+        so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads or torch.get_num_threads(), 1
+        try: self.session = ort.InferenceSession(onnx if isinstance(onnx, bytes) else str(onnx), so, providers=['CPUExecutionProvider'])
+        except Exception as e: raise ValueError(f"{'the ONNX graph' if isinstance(onnx, bytes) else onnx} cannot be run by onnxruntime: {str(e).splitlines()[0][:200]}") from None
+        self.input_name, self.source = self.session.get_inputs()[0].name, 'bytes' if isinstance(onnx, bytes) else str(onnx)
+    def forward(self, x:torch.Tensor)->torch.Tensor: return torch.from_numpy(self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0])
+
+# %% ../nbs/12_evaluate.ipynb #e8e7309e
+_CPU_COPIES = weakref.WeakKeyDictionary()  # model -> (weights key, OnnxModel or None when it cannot be made)
+
+def cpu_copy(model:torch.nn.Module, # embedding model
+             shape:tuple, # one input's shape (3, H, W)
+             build:bool=True, # make the copy when none is kept for these weights
+             strict:bool=False, # raise instead of returning None when it cannot be made
+            )->OnnxModel|None:
+    "onnxruntime's copy of `model` for inputs of `shape`, kept while the weights stay the same; None if unavailable."
+    ts = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]  # key: storage, version and sum of each
+    key = (tuple(shape), [(t.data_ptr(), t._version) for t in ts], [t.double().sum().item() for t in ts if t.is_floating_point()])
+    if (kept := _CPU_COPIES.get(model)) is not None and kept[0] == key and (kept[1] is not None or not strict): return kept[1]
+    if not build: return None
+    try:
+        runner = OnnxModel(onnx_bytes(model, *shape[1:]))
+        x, was_training = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1)), model.training  # not the traced input
+        with torch.no_grad(): ref, got = model.eval()(x.to(next(model.parameters(), x).device)).float().cpu(), runner(x)
+        model.train(was_training)
+        if got.shape != ref.shape or not (got - ref).abs().max() <= 1e-3 * max(ref.abs().max().item(), 1e-6):
+            raise ValueError("its ONNX trace does not compute what the model does (data-dependent Python?)")
+    except Exception as e:
+        if strict: raise
+        if not isinstance(e, ImportError): warnings.warn(f"onnxruntime cannot run {type(model).__name__} ({type(e).__name__}: {str(e)[:120]}); PyTorch embeds on the CPU instead")
+        runner = None
+    _CPU_COPIES[model] = (key, runner)
+    return runner
+
+# %% ../nbs/12_evaluate.ipynb #3d531597
+FAST_MIN_BATCH = 8  # a CPU batch this big makes onnxruntime's copy of the model (once per model and weights)
+
+def _embed(model, x, flip=True, normalize=True, backend='auto'):
+    "`embed_batch` with a choice of CPU engine: 'auto', 'onnxruntime' or 'torch'."
+    if backend not in ('auto', 'onnxruntime', 'torch'): raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'torch', got {backend!r}")
+    device, was_training = next(model.parameters(), x).device, model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if device.type == 'cuda':
+                with torch.autocast('cuda', dtype=torch.float16):
+                    x = x.to(device, non_blocking=True)
+                    f = model(x).float()
+                    if flip: f = (f + model(x.flip(-1)).float()) / 2
+            else:
+                x, net = x.to(device), model
+                if backend != 'torch' and not isinstance(model, OnnxModel):
+                    net = cpu_copy(model, tuple(x.shape[1:]), backend == 'onnxruntime' or len(x) >= FAST_MIN_BATCH, backend == 'onnxruntime') or model
+                xb = torch.cat([x, x.flip(-1)]) if flip else x
+                f = net(xb.contiguous(memory_format=torch.channels_last) if net is model and xb.dim() == 4 else xb).float()
+                if flip: f = (f[:len(x)] + f[len(x):]) / 2
+    finally: model.train(was_training)
+    if normalize: f = F.normalize(f, dim=1)
+    return f.cpu()
+
+# %% ../nbs/12_evaluate.ipynb #118d2018
 def embed_batch(model:torch.nn.Module, # embedding model; `model(x)` in eval mode returns (N, D)
                 x:torch.Tensor, # a batch of normalised images, (N, 3, H, W); moved to the model's device
                 flip:bool=True, # average the embeddings of each image and its horizontal mirror
                 normalize:bool=True, # L2-normalise the (averaged) embeddings
                )->torch.Tensor:
-    "The `(N, D)` float32 CPU embeddings of `x`: eval mode, no grad, fp16 autocast on CUDA, optional flip TTA and L2."
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else x.device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == 'cuda'):
-            x = x.to(device, non_blocking=True)
-            f = model(x).float()
-            if flip: f = (f + model(x.flip(-1)).float()) / 2
-    finally: model.train(was_training)
-    if normalize: f = F.normalize(f, dim=1)
-    return f.cpu()
+    "The `(N, D)` float32 CPU embeddings of `x`: eval mode, no grad, fp16 autocast on CUDA, onnxruntime on the CPU when it can, optional flip TTA and L2."
+    return _embed(model, x, flip, normalize)
 
 # %% ../nbs/12_evaluate.ipynb #5fbd02d4
 @dataclass(frozen=True, eq=False)
@@ -81,13 +158,14 @@ def extract_features(model:torch.nn.Module, # embedding model; `model(x)` in eva
                      normalize:bool=True, # L2-normalise the (averaged) embeddings
                      device:str|torch.device|None=None, # where to run; default: the model's device
                      progress:bool=True, # show a progress bar
+                     backend:str='auto', # on a CPU: 'auto' (onnxruntime when installed, for batches of `FAST_MIN_BATCH`+), 'onnxruntime' or 'torch'
                     )->Features:
     "Embed every image of `loader` with `embed_batch`, in order, with its labels and path."
     if device is not None: model = model.to(torch.device(device))
     feats, pids, camids, paths = [], [], [], []
     for batch in tqdm(loader, desc='features', unit='batch', disable=not progress, leave=False):
         imgs, pid, camid, path = _unpack(batch)
-        feats.append(embed_batch(model, imgs, flip, normalize))
+        feats.append(_embed(model, imgs, flip, normalize, backend))
         pids.append(np.asarray(pid, dtype=np.int64).reshape(-1))
         camids.append(np.asarray(camid, dtype=np.int64).reshape(-1))
         paths.extend(str(p) for p in path)
@@ -128,7 +206,7 @@ class Scorecard:
         return '\n'.join(lines + [_RULE])
 
     def __str__(self): return self.table()
-    def __repr__(self): return self.table()
+    __repr__ = __str__
 
 # %% ../nbs/12_evaluate.ipynb #448a7442
 @patch
@@ -151,8 +229,7 @@ def to_json(self:Scorecard, path:str|Path|None=None)->str:
 @patch(cls_method=True)
 def from_json(cls:Scorecard, src:str|Path)->Scorecard:
     "Read a scorecard written by `to_json` (a path or the JSON text)."
-    text = Path(src).read_text() if not str(src).lstrip().startswith('{') else str(src)
-    d = json.loads(text)
+    d = json.loads(Path(src).read_text() if not str(src).lstrip().startswith('{') else str(src))
     rows = {n: RankResult(np.asarray(s['cmc'], dtype=np.float32), s['mAP'], s['mINP'], s['num_valid'], s['num_skipped'])
             for n, s in d['settings'].items()}
     return cls(rows, d.get('info', {}))
@@ -225,7 +302,8 @@ def evaluate_model(model:torch.nn.Module, # the embedding model (eval mode is se
     secs = time.perf_counter() - t0
     qf, gf = feats.subset(slice(0, len(query))), feats.subset(slice(len(query), None))
     sc = evaluate_features(qf, gf, cfg.test, rerank=rerank)
-    sc.info = {**sc.info, 'flip': flip, 'extract_seconds': round(secs, 2),
+    sc.info = {**sc.info, 'flip': flip, 'extract_seconds': round(secs, 2), 'engine': 'cuda' if next(model.parameters(), torch.empty(0)).is_cuda
+               else 'onnxruntime' if isinstance(_CPU_COPIES.get(model, (0, model))[1], OnnxModel) else 'torch',
                'images_per_second': round(len(feats.paths) / secs, 1) if secs > 0 else None}
     return (sc, qf, gf) if return_features else sc
 
@@ -237,9 +315,10 @@ def evaluation_inputs(weights:str|Path, # inference file (`save_inference`) or t
                       max_query:int|None=None, # evaluate on this many random queries only
                       max_gallery:int|None=None, # gallery cap of the subset
                       seed:int=0, # seed of the subset
+                      arch:str|None=None, # the `--arch` flag: None recognises the architecture from the file
                      )->tuple:
     "`(model on its device, cfg, device, dataset, query, gallery)` to evaluate `weights` with."
-    model, cfg = load_weights(weights, load_config(config) if config else None)
+    model, cfg = load_weights(weights, load_config(config) if config else None, arch=arch)
     dev = resolve_device(device or cfg.device)
     ds = build_dataset(cfg, data_root)
     query, gallery = subset_split(ds.query, ds.gallery, max_query, max_gallery, seed)
@@ -258,17 +337,21 @@ def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference fi
                  max_gallery:int=None, # with a subset: gallery size cap (the queries' identities are always kept)
                  seed:int=0, # seed of the query/gallery subset
                  num_workers:int=None, # loader worker processes (default: the config's data.num_workers)
+                 arch:str=None, # the architecture the weights must hold, e.g. osnet_x0_25 (default: recognised from the file)
+                 onnx:str=None, # embed with this ONNX file on the CPU instead (e.g. `secondsight-export --int8`'s); --weights gives the settings
                 ):
     "Evaluate a trained model on Market-1501: print the scorecard and write scorecard.json."
     with cli_errors('secondsight-evaluate'):
         require_flags('secondsight-evaluate', weights=weights)
-        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed)
+        require_at_least(1, max_query=max_query, max_gallery=max_gallery); require_at_least(0, num_workers=num_workers)
+        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed, arch)
+        if onnx: model, dev = OnnxModel(onnx), torch.device('cpu')
         if num_workers is not None: cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=num_workers))
-        print(f"evaluating {Path(weights).name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) on {len(query):,} "
+        print(f"evaluating {Path(onnx or weights).name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) on {len(query):,} "
               f"queries x {len(gallery):,} gallery images of {Path(ds.root).name} ({dev})")
         sc = evaluate_model(model, query, gallery, cfg, rerank=rerank or cfg.test.rerank,
                             flip=flip and cfg.test.flip, device=dev, progress=sys.stderr.isatty())
-        sc.info.update(weights=str(weights), data_root=str(ds.root), subset=bool(max_query or max_gallery),
+        sc.info.update(weights=str(weights), onnx=onnx and str(onnx), data_root=str(ds.root), subset=bool(max_query or max_gallery),
                        image_size=[cfg.data.height, cfg.data.width], backbone=cfg.model.backbone)
         print(sc)
         out = Path(output_dir or cfg.output_dir)/'scorecard.json'

@@ -1,4 +1,4 @@
-"""The embedding model as ONNX for deployment, checked against PyTorch: `secondsight-export`.
+"""The embedding model as ONNX for deployment, checked against PyTorch, optionally quantized to int8 for CPUs: `secondsight-export`.
 
 Docs: https://secondsight.github.io/secondsight/export.html.md"""
 
@@ -6,17 +6,21 @@ Docs: https://secondsight.github.io/secondsight/export.html.md"""
 
 # %% ../nbs/22_export.ipynb #bab54aff
 from __future__ import annotations
-import copy, inspect, io, warnings
+import copy, tempfile
 from pathlib import Path
 from typing import Annotated
 import numpy as np, torch
+import torch.nn.functional as F
 from fastcore.script import call_parse
 from .runtime import atomic_write, resolve_device
-from .cli import cli_errors, require_flags
+from .cli import cli_errors, require_at_least, require_flags
+from .data import build_dataset
+from .loaders import build_test_loader
 from .model import load_weights, save_inference
+from .evaluate import OnnxModel, onnx_bytes
 
 # %% auto #0
-__all__ = ['export_onnx', 'check_onnx', 'export_cli']
+__all__ = ['export_onnx', 'check_onnx', 'calibration_batches', 'quantize_int8', 'export_cli']
 
 # %% ../nbs/22_export.ipynb #a057b33c
 def export_onnx(model:torch.nn.Module, # embedding model
@@ -26,15 +30,7 @@ def export_onnx(model:torch.nn.Module, # embedding model
                 opset:int=17, # ONNX opset
                )->Path:
     "Export `model` (eval mode) to ONNX with a dynamic batch axis; the file is written atomically."
-    model = copy.deepcopy(model).eval().cpu()
-    kw = dict(input_names=['images'], output_names=['embeddings'], opset_version=opset,
-              dynamic_axes={'images': {0: 'batch'}, 'embeddings': {0: 'batch'}})
-    if 'dynamo' in inspect.signature(torch.onnx.export).parameters: kw['dynamo'] = False
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)  # the TorchScript exporter is chosen on purpose
-        torch.onnx.export(model, (torch.randn(2, 3, height, width),), buf, **kw)
-    return atomic_write(path, buf.getvalue())
+    return atomic_write(path, onnx_bytes(model, height, width, opset))
 
 # %% ../nbs/22_export.ipynb #c80716a6
 def check_onnx(model:torch.nn.Module, # the PyTorch model
@@ -56,6 +52,37 @@ def check_onnx(model:torch.nn.Module, # the PyTorch model
     if got.shape != ref.shape: raise ValueError(f"ONNX output shape {got.shape} != PyTorch {ref.shape}")
     return float(np.abs(got - ref).max())
 
+# %% ../nbs/22_export.ipynb #aead7620
+def calibration_batches(cfg, # the run config: image size and normalisation, `test_batch_size`
+                        records:list, # the `ImageRecord`s to draw from (the training split)
+                        n:int=300, # how many crops
+                        seed:int=0, # seed of the random choice
+                       ):
+    "`n` random crops of `records`, preprocessed as for testing, as float32 arrays of up to `cfg.data.test_batch_size`."
+    require_at_least(1, calib_images=n)
+    if not records: raise ValueError("no images to calibrate int8 on (an empty training split?)")
+    pick = np.random.default_rng(seed).choice(len(records), min(n, len(records)), replace=False)
+    for imgs, *_ in build_test_loader(cfg, [records[i] for i in sorted(pick)], device='cpu', num_workers=0): yield imgs.numpy()
+
+# %% ../nbs/22_export.ipynb #5f835df1
+def quantize_int8(onnx_path:str|Path, # the fp32 graph (`export_onnx`)
+                  path:str|Path, # the int8 `.onnx` file to write
+                  batches, # calibration inputs: an iterable of (N, 3, H, W) float32 arrays (`calibration_batches`)
+                  per_channel:bool=True, # one scale per output channel of each weight
+                 )->Path:
+    "Static int8 quantization of `onnx_path` (QDQ, uint8 reduced-range activations, int8 weights) calibrated on `batches`; written atomically."
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    it, name = iter(batches), OnnxModel(onnx_path).input_name
+    class Reader(CalibrationDataReader):
+        def get_next(self): return None if (b := next(it, None)) is None else {name: np.asarray(b, dtype=np.float32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp)/'pre.onnx', Path(tmp)/'int8.onnx'
+        quant_pre_process(str(onnx_path), str(pre))  # shape inference and graph clean-up, as onnxruntime advises
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return atomic_write(path, out.read_bytes())
+
 # %% ../nbs/22_export.ipynb #30216864
 def _inference_path(out:Path, stem:str)->Path:
     "Where the inference weights go: `<stem>_inference.pth` (or `<stem>.pth` when the stem says so already)."
@@ -73,8 +100,31 @@ def _check(model, onnx_path:Path, h:int, w:int, device, atol:float)->float|None:
     return diff
 
 # %% ../nbs/22_export.ipynb #3b391d24
+def _export_int8(onnx_path:Path, path:Path, cfg, ds, n:int, seed:int, check:bool)->dict:
+    "Quantize `onnx_path` to `path` on `n` training crops of `ds`; compare with fp32 on 64 others."
+    q = _write_or_drop_stale(lambda: quantize_int8(onnx_path, path, calibration_batches(cfg, ds.train, n, seed)), path)
+    res = {'int8': str(q), 'int8_mb': round(q.stat().st_size / 2**20, 2), 'calib_images': min(n, len(ds.train))}
+    if check:
+        x = torch.from_numpy(np.concatenate(list(calibration_batches(cfg, ds.train, 64, seed + 1))))
+        cos = (F.normalize(OnnxModel(q)(x), dim=1) * F.normalize(OnnxModel(onnx_path)(x), dim=1)).sum(1)
+        res['int8_cosine_min'], res['int8_cosine_mean'] = round(cos.min().item(), 5), round(cos.mean().item(), 5)
+        print(f"int8 vs fp32 embeddings on {len(x)} training crops: cosine min {cos.min():.4f}, mean {cos.mean():.4f}")
+    print(f"wrote {q} ({res['int8_mb']} MB), calibrated on {res['calib_images']} training crops")
+    return res
+
+# %% ../nbs/22_export.ipynb #a3a9483b
+def _write_or_drop_stale(write, path:Path, new:Path|None=None):
+    "Run `write()`; if it fails, remove an older `path` (it would not match the new weights) and `new` (written by this run), and say so."
+    try: return write()
+    except OSError as e:
+        gone = [p for p in (path, new) if p is not None and p.exists()]
+        if not gone: raise
+        for p in gone: p.unlink()
+        raise OSError(f"{e}; removed {', '.join(map(str, gone))} (no .onnx is left beside weights it does not match)") from e
+
+# %% ../nbs/22_export.ipynb #29591c86
 @call_parse
-def export_cli(weights:Annotated[str, "inference file (`save_inference`) or training checkpoint", {'required': True}]=None,
+def export_cli(weights:Annotated[str, "inference file (`save_inference`), training checkpoint or torchreid zoo file", {'required': True}]=None,
                output_dir:str=None, # folder for the outputs (default: beside the weights)
                name:str=None, # file stem (default: the weights' stem)
                format:str='onnx', # export format (only 'onnx')
@@ -82,19 +132,29 @@ def export_cli(weights:Annotated[str, "inference file (`save_inference`) or trai
                check:bool=True, # --no-check skips the comparison with PyTorch under onnxruntime (e.g. where it is not installed)
                atol:float=1e-4, # largest accepted absolute difference
                device:str=None, # 'auto', 'cpu', 'cuda' or 'cuda:N' for the PyTorch side of the check (default: the config's device)
+               arch:str=None, # the architecture the weights must hold, e.g. osnet_x0_25 (default: recognised from the file)
+               int8:bool=False, # also write <stem>_int8.onnx, statically quantized for CPUs
+               calib_images:int=300, # with --int8: random training crops to calibrate on
+               data_root:str=None, # with --int8: Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
+               seed:int=0, # with --int8: seed of the calibration crops
               )->dict:
-    "Export a trained model to ONNX (dynamic batch), check it against PyTorch, and write the small inference weights."
+    "Export a trained model to ONNX (dynamic batch), check it against PyTorch, write the small inference weights, optionally int8."
     with cli_errors('secondsight-export'):
         require_flags('secondsight-export', weights=weights)
         if format.lower() != 'onnx': raise ValueError(f"unsupported export format {format!r}; only 'onnx' is supported")
-        model, cfg = load_weights(weights, device='cpu')
-        src, h, w = Path(weights), cfg.data.height, cfg.data.width
+        require_at_least(7, opset=opset); require_at_least(1, calib_images=calib_images); require_at_least(0, atol=atol)
+        model, cfg = load_weights(weights, device='cpu', arch=arch)
+        src, h, w, stem = Path(weights), cfg.data.height, cfg.data.width, name or Path(weights).stem
         out = Path(output_dir) if output_dir else src.parent
-        onnx_path = export_onnx(model, out/f'{name or src.stem}.onnx', h, w, opset)
-        inf_path = _inference_path(out, name or src.stem)
-        if inf_path.resolve() != src.resolve(): save_inference(model, cfg, inf_path)
+        ds = build_dataset(cfg, data_root) if int8 else None  # before writing anything: a missing dataset costs nothing
+        onnx_path, inf_path = out/f'{stem}.onnx', _inference_path(out, stem)
+        new = inf_path if inf_path.resolve() != src.resolve() and not inf_path.exists() else None  # ours to remove on failure
+        if inf_path.resolve() != src.resolve(): save_inference(model, cfg, inf_path)  # fails: the earlier files stay, as a pair
+        _write_or_drop_stale(lambda: export_onnx(model, onnx_path, h, w, opset), onnx_path, new)
+        if not int8 and (old := out/f'{stem}_int8.onnx').exists(): old.unlink(); print(f"removed {old}: it was quantized from earlier weights")
         res = {'onnx': str(onnx_path), 'weights': str(inf_path), 'input': ['N', 3, h, w],
                'onnx_mb': round(onnx_path.stat().st_size / 2**20, 2), 'weights_mb': round(inf_path.stat().st_size / 2**20, 2)}
         if check: res['max_abs_diff'] = _check(model, onnx_path, h, w, resolve_device(device or cfg.device), atol)
         print(f"wrote {onnx_path} ({res['onnx_mb']} MB) and {inf_path} ({res['weights_mb']} MB); input images (N, 3, {h}, {w}), normalised")
+        if int8: res.update(_export_int8(onnx_path, out/f'{stem}_int8.onnx', cfg, ds, calib_images, seed, check))
         return res

@@ -6,6 +6,8 @@ Docs: https://secondsight.github.io/secondsight/gradcam.html.md"""
 
 # %% ../nbs/20_gradcam.ipynb #7f0bfeb0
 from __future__ import annotations
+import copy, warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 import numpy as np, torch
@@ -15,35 +17,39 @@ from PIL import Image
 from .config import Config
 from .runtime import atomic_write
 from .data import read_image, test_transform
+from .model import feature_map_layer
 from .evaluate import embed_batch
 from .viz import crop_strip, ranked_tiles
 from .search import Match
 
 # %% auto #0
-__all__ = ['GradCAM', 'overlay_cam', 'explain_matches', 'explanation_strip', 'save_explanations']
+__all__ = ['GradCAM', 'overlay_cam', 'explain_matches', 'explanation_strip', 'save_explanations', 'deletion_drops',
+           'DeletionResult', 'deletion_check', 'rank_correlation', 'randomized_copy', 'RandomizationResult',
+           'randomization_check']
 
 # %% ../nbs/20_gradcam.ipynb #cc0b4217
 class GradCAM:
     "Grad-CAM of an embedding model; the score is the similarity of the embedding to a reference."
     def __init__(self,
                  model:torch.nn.Module, # embedding model; eval mode `model(x)` is (N, D)
-                 target_layer:Optional[torch.nn.Module]=None, # the stage to explain (default `model.backbone[-1]`, ResNet's layer4)
+                 target_layer:Optional[torch.nn.Module]=None, # the stage to explain (default `feature_map_layer(model)`: ResNet's layer4, OSNet's conv5)
                  cfg:Optional[Config]=None, # preprocessing (`test_transform`) of images given as files or PIL images
                 ):
+        self.model, self.cfg = model, cfg or Config()
         if target_layer is None:
-            if not hasattr(model, 'backbone'): raise ValueError("GradCAM needs target_layer= for a model without a `.backbone` (nn.Sequential)")
-            target_layer = model.backbone[-1]
-        self.model, self.layer, self.cfg = model, target_layer, cfg or Config()
+            try: target_layer = feature_map_layer(model)
+            except TypeError: raise ValueError(f"GradCAM needs target_layer= for a {type(model).__name__} (not a ReIDModel or OSNet)") from None
+        self.layer = target_layer
         self.transform = test_transform(self.cfg)
 
 # %% ../nbs/20_gradcam.ipynb #bec2ea2a
 @patch
 def gradients(self:GradCAM,
-              x:torch.Tensor, # one normalised image, (1, 3, H, W)
-              reference:Optional[torch.Tensor|np.ndarray]=None, # embedding (D,) to compare with; None: the image's own (score = |e|^2)
+              x:torch.Tensor, # normalised images, (N, 3, H, W)
+              reference:Optional[torch.Tensor|np.ndarray]=None, # embedding (D,) or one per image (N, D); None: each image's own (score = |e|^2)
               similarity:str='cosine', # 'cosine' or 'dot'
-             )->tuple[torch.Tensor, torch.Tensor, float]:
-    "`(A, dS/dA, S)`: the stage's activations `(C, h, w)`, the score's gradient with respect to them, the score."
+             )->tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    "`(A, dS/dA, S)`: the stage's activations `(N, C, h, w)`, each image's score's gradient with respect to them, the `(N,)` scores."
     dev, store = next(self.model.parameters()).device, {}
     hook = self.layer.register_forward_hook(lambda m, i, o: store.__setitem__('A', o))
     was_training = self.model.training
@@ -52,14 +58,22 @@ def gradients(self:GradCAM,
         with torch.enable_grad():
             emb = self.model(x.detach().to(dev).float().requires_grad_(True)).float()
             if reference is None: ref, similarity = emb.detach(), 'dot'
-            else: ref = torch.as_tensor(reference, dtype=torch.float32, device=dev).reshape(1, -1)
-            score = F.cosine_similarity(emb, ref).sum() if similarity == 'cosine' else (emb * ref).sum()
-            grad, = torch.autograd.grad(score, store['A'])
+            else: ref = torch.as_tensor(reference, dtype=torch.float32, device=dev).reshape(-1, emb.shape[1])
+            score = F.cosine_similarity(emb, ref) if similarity == 'cosine' else (emb * ref).sum(1)
+            grad, = torch.autograd.grad(score.sum(), store['A'])  # eval mode: the images do not interact, each gets its own gradient
     finally:
         hook.remove(); self.model.train(was_training)
-    return store['A'].detach()[0].float(), grad[0].float(), float(score.detach())
+    return store['A'].detach().float(), grad.float(), score.detach().cpu().numpy()
 
 # %% ../nbs/20_gradcam.ipynb #8fb87419
+def _cams(A:torch.Tensor, grad:torch.Tensor, size:tuple[int, int])->np.ndarray:
+    "Grad-CAM maps `(N, *size)` in [0, 1] from activations and gradients `(N, C, h, w)`."
+    cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * A).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=size, mode='bilinear', align_corners=False)[:, 0].clamp(min=0)
+    m = cam.flatten(1).max(1).values[:, None, None]
+    return torch.where(m > 0, cam / m.clamp(min=1e-12), cam).cpu().numpy().astype(np.float32)
+
+# %% ../nbs/20_gradcam.ipynb #57ab2711
 @patch
 def __call__(self:GradCAM,
              x:torch.Tensor, # one normalised image, (3, H, W) or (1, 3, H, W)
@@ -71,11 +85,25 @@ def __call__(self:GradCAM,
     if similarity not in ('cosine', 'dot'): raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
     x = x.unsqueeze(0) if x.dim() == 3 else x
     if x.shape[0] != 1: raise ValueError(f"GradCAM explains one image at a time, got a batch of {x.shape[0]}")
-    A, grad, self.score = self.gradients(x, reference, similarity)
-    cam = F.relu((grad.mean(dim=(1, 2))[:, None, None] * A).sum(0))
-    cam = F.interpolate(cam[None, None], size=size or tuple(x.shape[-2:]), mode='bilinear', align_corners=False)[0, 0].clamp(min=0)
-    m = cam.max()
-    return (cam / m if m > 0 else cam).cpu().numpy().astype(np.float32)
+    A, grad, score = self.gradients(x, reference, similarity)
+    self.score, self.map_size = float(score[0]), tuple(A.shape[-2:])
+    if min(self.map_size) < 4: warnings.warn(f"Grad-CAM explains a {self.map_size[0]}x{self.map_size[1]} feature map: too coarse to show where "
+                                             "the model looks (a map worth showing has at least 4x4 cells)", stacklevel=2)
+    return _cams(A, grad, size or tuple(x.shape[-2:]))[0]
+
+# %% ../nbs/20_gradcam.ipynb #21ba3d09
+@patch
+def maps(self:GradCAM,
+         x:torch.Tensor, # normalised images, (N, 3, H, W)
+         references:torch.Tensor|np.ndarray, # (N, D): the embedding each image is compared with
+         similarity:str='cosine', # 'cosine' or 'dot'
+        )->np.ndarray:
+    "The Grad-CAM maps of a batch at input size, `(N, H, W)` float32 in [0, 1]; `self.scores` holds the similarities."
+    if similarity not in ('cosine', 'dot'): raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
+    if len(references) != len(x): raise ValueError(f"maps needs one reference per image: {len(x)} images, {len(references)} references")
+    A, grad, self.scores = self.gradients(x, references, similarity)
+    self.map_size = tuple(A.shape[-2:])
+    return _cams(A, grad, tuple(x.shape[-2:]))
 
 # %% ../nbs/20_gradcam.ipynb #752ce29a
 @patch
@@ -149,3 +177,139 @@ def save_explanations(gradcam:GradCAM, # the explainer
     "Write `explanation_strip` of the probe and its top-k matches to `path`."
     pic = explanation_strip(gradcam, probe, matches, top_k)
     return atomic_write(path, lambda f: pic.save(f, format='PNG'))
+
+# %% ../nbs/20_gradcam.ipynb #57ff1b6f
+def _hide(x:torch.Tensor, cam:np.ndarray, fraction:float, top:bool, rng:np.random.Generator)->torch.Tensor:
+    "`x` (3, H, W) with the `fraction` of pixels ranked highest (`top`) or lowest by `cam` set to the image's mean colour."
+    order = np.lexsort((rng.random(cam.size), cam.ravel()))  # ascending by the map, ties in random order
+    n = int(round(fraction * cam.size))
+    idx = torch.as_tensor(order[-n:] if top else order[:n])
+    out = x.clone().reshape(3, -1)
+    out[:, idx] = x.reshape(3, -1).mean(1, keepdim=True)
+    return out.reshape(x.shape)
+
+# %% ../nbs/20_gradcam.ipynb #008e4c33
+def _pair_tensors(gradcam:GradCAM, pairs:list)->tuple[torch.Tensor, torch.Tensor]:
+    "The queries' and the matches' network inputs, `(N, 3, H, W)` each."
+    prep = lambda imgs: torch.stack([gradcam.transform(read_image(i)) for i in imgs])
+    return prep([q for q, _ in pairs]), prep([m for _, m in pairs])
+
+def _references(gradcam:GradCAM, qs:torch.Tensor)->torch.Tensor:
+    "The queries' search embeddings (`embed_batch` with `cfg.test`'s flip and normalisation)."
+    return embed_batch(gradcam.model, qs, gradcam.cfg.test.flip, gradcam.cfg.test.normalize)
+
+def _drops(gradcam:GradCAM, xs:torch.Tensor, refs:torch.Tensor, cams:np.ndarray, fraction:float, seed:int)->np.ndarray:
+    "`(N, 2)`: each match's similarity drop when its top / bottom `fraction` of pixels by `cams` are hidden."
+    batch = []
+    for x, cam in zip(xs, cams):
+        rng = np.random.default_rng(seed)  # the same tie-breaking for a pair, alone or in a batch
+        batch += [x, _hide(x, cam, fraction, True, rng), _hide(x, cam, fraction, False, rng)]
+    e = embed_batch(gradcam.model, torch.stack(batch), flip=False, normalize=True).reshape(len(xs), 3, -1)
+    sim = (e * F.normalize(refs.float().cpu(), dim=1)[:, None]).sum(-1).numpy()
+    return np.stack([sim[:, 0] - sim[:, 1], sim[:, 0] - sim[:, 2]], 1)
+
+def deletion_drops(gradcam:GradCAM, # the explainer
+                   query, # the query: a file or PIL image
+                   match, # a gallery image of the same person: a file or PIL image
+                   fraction:float=0.2, # share of the match's pixels to hide
+                   cam:Optional[np.ndarray]=None, # the match's map at network input size; default: Grad-CAM's against the query
+                   seed:int=0, # seed of the tie-breaking
+                  )->tuple[float, float]:
+    "`(drop when hiding the top pixels, drop when hiding the bottom pixels)` of the pair's cosine similarity."
+    if not 0 < fraction < 1: raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    qs, xs = _pair_tensors(gradcam, [(query, match)])
+    refs = _references(gradcam, qs)
+    cam = gradcam.maps(xs, refs)[0] if cam is None else np.asarray(cam, np.float32)
+    if cam.shape != xs.shape[-2:]: raise ValueError(f"cam is {cam.shape}, the match is {tuple(xs.shape[-2:])} at network input size")
+    top, bottom = _drops(gradcam, xs, refs, cam[None], fraction, seed)[0]
+    return float(top), float(bottom)
+
+# %% ../nbs/20_gradcam.ipynb #3af9ec6f
+@dataclass
+class DeletionResult:
+    "Similarity drops of the deletion check, one per query/match pair."
+    top: np.ndarray # (P,) drop when hiding the pixels the map ranks highest
+    bottom: np.ndarray # (P,) drop when hiding the pixels it ranks lowest
+    fraction: float # share of pixels hidden
+
+    @property
+    def top_hurts_more(self)->float:
+        "Share of pairs whose similarity falls more when the top pixels are hidden."
+        return float(np.mean(self.top > self.bottom)) if len(self.top) else float('nan')
+
+    def __repr__(self):
+        return (f"deletion of {100 * self.fraction:.0f}% of pixels on {len(self.top)} pairs: top hurts more in "
+                f"{100 * self.top_hurts_more:.0f}% (mean drop {self.top.mean():.3f} top vs {self.bottom.mean():.3f} bottom)")
+
+def deletion_check(gradcam:GradCAM, # the explainer
+                   pairs:list, # `(query, match)` pairs of the same person (files or PIL images)
+                   fraction:float=0.2, # share of each match's pixels to hide
+                   seed:int=0, # seed of the tie-breaking
+                   batch_size:int=16, # pairs explained per forward and backward pass
+                  )->DeletionResult:
+    "`deletion_drops` of every pair, in batches."
+    if not 0 < fraction < 1: raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    d = [np.zeros((0, 2))]
+    for i in range(0, len(pairs), batch_size):
+        qs, xs = _pair_tensors(gradcam, pairs[i:i + batch_size])
+        refs = _references(gradcam, qs)
+        d.append(_drops(gradcam, xs, refs, gradcam.maps(xs, refs), fraction, seed))
+    d = np.concatenate(d).astype(np.float64)
+    return DeletionResult(d[:, 0], d[:, 1], fraction)
+
+# %% ../nbs/20_gradcam.ipynb #84b0426b
+def _ranks(a:np.ndarray)->np.ndarray:
+    "Ranks of the entries of `a` (flattened), ties sharing their average rank."
+    a = np.ravel(a)
+    r = np.empty(a.size); r[np.argsort(a, kind='stable')] = np.arange(a.size)
+    _, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
+    return (np.bincount(inv, weights=r) / counts)[inv]
+
+def rank_correlation(a:np.ndarray, # a map
+                     b:np.ndarray, # another map of the same shape
+                    )->float:
+    "Spearman rank correlation of two maps; 0 when either is constant (no ranking to agree with)."
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0: return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+# %% ../nbs/20_gradcam.ipynb #64276936
+def randomized_copy(model:torch.nn.Module, # a trained model
+                    seed:int=1, # seed of the new weights
+                   )->torch.nn.Module:
+    "A copy of `model` with every module that has `reset_parameters` re-initialised (BN running statistics reset too)."
+    rnd = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in rnd.modules():
+            if hasattr(m, 'reset_running_stats'): m.reset_running_stats()
+            if hasattr(m, 'reset_parameters'): m.reset_parameters()
+    if all(torch.equal(a, b) for a, b in zip(model.parameters(), rnd.parameters())):
+        raise ValueError(f"re-initialising with seed {seed} reproduced the model's weights (an untrained model built with that seed?): pass another seed")
+    return rnd
+
+@dataclass
+class RandomizationResult:
+    "Rank correlations between the maps of the trained and the re-initialised network, one per pair."
+    correlations: np.ndarray # (P,) Spearman correlation per pair (0 where a map is constant)
+
+    @property
+    def mean(self)->float: return float(np.mean(self.correlations)) if len(self.correlations) else float('nan')
+    def __repr__(self): return (f"model randomisation on {len(self.correlations)} pairs: rank correlation trained vs "
+                                f"re-initialised mean {self.mean:.3f}, max {np.max(self.correlations):.3f}")
+
+def randomization_check(gradcam:GradCAM, # the explainer of the trained model
+                        pairs:list, # `(query, match)` pairs (files or PIL images); the match is explained against the query
+                        seed:int=1, # seed of the re-initialisation
+                        batch_size:int=16, # pairs explained per forward and backward pass
+                       )->RandomizationResult:
+    "Explain each match with the trained and with a re-initialised copy of the network; Spearman correlation of the two maps."
+    rnd = randomized_copy(gradcam.model, seed)
+    name = next(n for n, m in gradcam.model.named_modules() if m is gradcam.layer)
+    other = GradCAM(rnd, target_layer=rnd.get_submodule(name), cfg=gradcam.cfg)
+    corr = []
+    for i in range(0, len(pairs), batch_size):
+        qs, xs = _pair_tensors(gradcam, pairs[i:i + batch_size])
+        a, b = gradcam.maps(xs, _references(gradcam, qs)), other.maps(xs, _references(other, qs))
+        corr += [rank_correlation(u, v) for u, v in zip(a, b)]
+    return RandomizationResult(np.array(corr, dtype=np.float64))

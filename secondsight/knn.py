@@ -12,7 +12,7 @@ import numpy as np, torch
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['BruteForceSearcher', 'FaissSearcher', 'build_searcher']
+__all__ = ['AUTO_EXACT_MAX', 'AUTO_IVF', 'BruteForceSearcher', 'FaissSearcher', 'auto_backend', 'build_searcher']
 
 # %% ../nbs/18_knn.ipynb #82d600ee
 class BruteForceSearcher:
@@ -25,7 +25,9 @@ class BruteForceSearcher:
         self.gf, self.metric = torch.as_tensor(gf).float(), metric
         self.g_sq = (self.gf ** 2).sum(1) if metric == 'euclidean' else None
 
+    kind = 'exact'
     def __len__(self): return len(self.gf)
+    def __repr__(self): return f"BruteForceSearcher(exact, torch; {len(self.gf):,} x {self.gf.shape[1]}, {self.metric})"
 
     def search(self,
                qf:torch.Tensor|np.ndarray, # query features, (Q, D)
@@ -40,11 +42,11 @@ class BruteForceSearcher:
 
 # %% ../nbs/18_knn.ipynb #f44282b8
 class FaissSearcher:
-    "faiss search: 'flat' (exact), 'ivf' (IVF-Flat) or 'hnsw' (HNSW-Flat)."
+    "faiss search: 'flat' (exact), 'ivf' (IVF-Flat), 'ivf-sq8' (IVF, 8-bit codes, exact re-ranking) or 'hnsw'."
     def __init__(self,
                  gf:torch.Tensor|np.ndarray, # gallery features, (G, D)
                  metric:str='cosine', # 'cosine' (features L2-normalised; inner product) or 'euclidean'
-                 kind:str='flat', # 'flat' (exact), 'ivf' or 'hnsw' (approximate)
+                 kind:str='flat', # 'flat' (exact), 'ivf', 'ivf-sq8' or 'hnsw' (approximate)
                  nlist:Optional[int]=None, # IVF clusters; default ~4 sqrt(G)
                  nprobe:int=16, # IVF clusters scanned per query
                  train_size:int=65536, # IVF: gallery rows used to train the clusters
@@ -52,23 +54,30 @@ class FaissSearcher:
                  hnsw_m:int=32, # HNSW: links per node
                  ef_construction:int=80, # HNSW: build-time beam width
                  ef_search:int=64, # HNSW: query-time beam width
+                 refine:int=10, # 'ivf-sq8': re-rank `refine * k` candidates with the exact features
+                 pca:Optional[int]=None, # 'ivf-sq8': cluster and code the first `pca` principal components only
                  seed:int=0, # sampling of the IVF training rows
                 ):
         import faiss
         if metric not in ('cosine', 'euclidean'): raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
-        if kind not in ('flat', 'ivf', 'hnsw'): raise ValueError(f"kind must be 'flat', 'ivf' or 'hnsw', got {kind!r}")
+        if kind not in ('flat', 'ivf', 'ivf-sq8', 'hnsw'): raise ValueError(f"kind must be 'flat', 'ivf', 'ivf-sq8' or 'hnsw', got {kind!r}")
         x = np.ascontiguousarray(torch.as_tensor(gf).float().numpy())
         n, dim = x.shape
         mt = faiss.METRIC_INNER_PRODUCT if metric == 'cosine' else faiss.METRIC_L2
-        self.metric, self.kind, self.n = metric, kind, n
+        self.metric, self.kind, self.n, self.refine = metric, kind, n, refine
+        self.gf = x if kind == 'ivf-sq8' else None  # the exact features the shortlist is re-ranked with (not a copy)
         if kind == 'flat': index = faiss.IndexFlatIP(dim) if metric == 'cosine' else faiss.IndexFlatL2(dim)
-        elif kind == 'ivf':
+        elif kind.startswith('ivf'):
             nlist = nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))
             self._quantizer = faiss.IndexFlatIP(dim) if metric == 'cosine' else faiss.IndexFlatL2(dim)
-            index = faiss.IndexIVFFlat(self._quantizer, dim, nlist, mt)
-            index.cp.niter = kmeans_iters
+            if kind == 'ivf': index = faiss.IndexIVFFlat(self._quantizer, dim, nlist, mt)
+            else:
+                pca = pca if pca and pca < dim else None
+                index = faiss.index_factory(dim, f"{f'PCA{pca},' if pca else ''}IVF{nlist},SQ8", mt)
+            self.ivf = faiss.extract_index_ivf(index)  # the IVF part (`.nprobe`), also behind a PCA
+            self.ivf.cp.niter = kmeans_iters
             rows = np.random.default_rng(seed).choice(n, min(n, train_size), replace=False) if n > train_size else slice(None)
-            index.train(x[rows]); index.nprobe = min(nprobe, nlist)
+            index.train(x[rows]); self.ivf.nprobe = min(nprobe, nlist)
         else:
             index = faiss.IndexHNSWFlat(dim, hnsw_m, mt)
             index.hnsw.efConstruction, index.hnsw.efSearch = ef_construction, ef_search
@@ -76,6 +85,11 @@ class FaissSearcher:
         self.index = index
 
     def __len__(self): return self.n
+    def __repr__(self):
+        ivf = f'IVF{self.ivf.nlist}, nprobe {self.ivf.nprobe}' if self.kind.startswith('ivf') else ''
+        pca = f'PCA{self.index.chain.at(0).d_out} + ' if self.kind == 'ivf-sq8' and hasattr(self.index, 'chain') else ''
+        what = {'flat': 'exact', 'ivf': ivf, 'ivf-sq8': f'{pca}{ivf}, 8-bit codes, exact re-ranking of {self.refine}k', 'hnsw': 'HNSW'}[self.kind]
+        return f"FaissSearcher({self.kind}: {what}; {self.n:,} x {self.index.d}, {self.metric})"
 
 # %% ../nbs/18_knn.ipynb #009ded3e
 @patch
@@ -86,20 +100,46 @@ def search(self:FaissSearcher,
     "`(distances, indices)`, each `(Q, min(k, G))`, nearest first (-1 where an approximate index found fewer)."
     q = np.ascontiguousarray(torch.as_tensor(qf).float().numpy())
     if self.kind == 'hnsw': self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
-    d, i = self.index.search(q, min(k, self.n))
+    k = min(k, self.n)
+    if self.kind == 'ivf-sq8': return _rerank(self.gf, q, self.index.search(q, min(self.refine * k, self.n))[1], k, self.metric)
+    d, i = self.index.search(q, k)
     return (1 - d if self.metric == 'cosine' else d), i
 
-# %% ../nbs/18_knn.ipynb #dae14b47
+
+def _rerank(gf, q, cand, k, metric):
+    "The `k` nearest of each query's candidates `cand` (-1: none) by the exact distance to `gf`, nearest first."
+    d = np.full((len(q), k), np.inf, np.float32); out = np.full((len(q), k), -1, np.int64)
+    for r, (qr, c) in enumerate(zip(q, cand)):
+        c = c[c >= 0]
+        g = gf[c]
+        dist = 1 - g @ qr if metric == 'cosine' else ((g - qr) ** 2).sum(1)
+        top = np.lexsort((c, dist))[:k]  # nearest first; ties by gallery index
+        d[r, :len(top)], out[r, :len(top)] = dist[top], c[top]
+    return d, out
+
+# %% ../nbs/18_knn.ipynb #3d86c86c
+AUTO_EXACT_MAX = 200_000  # galleries below this size are searched exactly (brute force)
+AUTO_IVF = dict(nlist=1024, nprobe=128, refine=10, pca=128)  # the IVF settings 'auto' uses (benchmarks/search.py)
+
+def auto_backend(n_gallery:int, # gallery images
+                )->str:
+    "The backend `build_searcher(backend='auto')` picks: 'torch' (exact) below `AUTO_EXACT_MAX`, else 'faiss-ivf-sq8'."
+    if n_gallery < AUTO_EXACT_MAX or not importlib.util.find_spec('faiss'): return 'torch'
+    return 'faiss-ivf-sq8'
+
+# %% ../nbs/18_knn.ipynb #48f2dd18
 def build_searcher(gf:torch.Tensor|np.ndarray, # gallery features, (G, D)
-                   backend:str='auto', # 'auto', 'torch', 'faiss' (exact), 'faiss-ivf' or 'faiss-hnsw'
+                   backend:str='auto', # 'auto' (`auto_backend`), 'torch', 'faiss' (exact), 'faiss-ivf', 'faiss-ivf-sq8' or 'faiss-hnsw'
                    metric:str='cosine', # 'cosine' or 'euclidean'
                    **kwargs, # passed to `FaissSearcher`
                   ):
-    "A searcher over `gf`; 'auto' is brute force below 200k images, exact faiss above (when installed)."
+    "A searcher over `gf`; 'auto' is exact brute force below `AUTO_EXACT_MAX` images, re-ranked IVF above (with faiss)."
     if backend == 'auto':
-        backend = 'faiss' if len(gf) >= 200_000 and importlib.util.find_spec('faiss') else 'torch'
+        backend = auto_backend(len(gf))
+        if backend == 'faiss-ivf-sq8': kwargs = {**AUTO_IVF, 'nlist': min(AUTO_IVF['nlist'], max(1, len(gf) // 39)), **kwargs}
     if backend == 'torch': return BruteForceSearcher(gf, metric)
-    kinds = {'faiss': 'flat', 'faiss-flat': 'flat', 'faiss-ivf': 'ivf', 'faiss-hnsw': 'hnsw'}
-    if backend not in kinds: raise ValueError(f"unknown search backend {backend!r}; use 'auto', 'torch', 'faiss', 'faiss-ivf' or 'faiss-hnsw'")
+    kinds = {'faiss': 'flat', 'faiss-flat': 'flat', 'faiss-ivf': 'ivf', 'faiss-ivf-sq8': 'ivf-sq8', 'faiss-hnsw': 'hnsw'}
+    if backend not in kinds:
+        raise ValueError(f"unknown search backend {backend!r}; use 'auto', 'torch', 'faiss', 'faiss-ivf', 'faiss-ivf-sq8' or 'faiss-hnsw'")
     try: return FaissSearcher(gf, metric, kinds[backend], **kwargs)
     except ImportError: raise ImportError(f"backend {backend!r} needs faiss: pip install 'secondsight[search]' (faiss-cpu)") from None

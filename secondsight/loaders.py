@@ -6,7 +6,8 @@ Docs: https://secondsight.github.io/secondsight/loaders.html.md"""
 
 # %% ../nbs/06_loaders.ipynb #ca7b2f7b
 from __future__ import annotations
-import random
+import os, random
+from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from .config import Config
@@ -15,7 +16,7 @@ from .data import ImageRecord, build_transforms, read_image
 from .sampler import PKSampler
 
 # %% auto #0
-__all__ = ['ImageDataset', 'seed_worker', 'build_train_loader', 'build_test_loader']
+__all__ = ['ImageDataset', 'unreadable_images', 'seed_worker', 'build_train_loader', 'build_test_loader']
 
 # %% ../nbs/06_loaders.ipynb #4f828fc9
 class ImageDataset(torch.utils.data.Dataset):
@@ -32,6 +33,18 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.transform is not None: img = self.transform(img)
         return img, r.pid, r.camid, r.path
 
+# %% ../nbs/06_loaders.ipynb #2436474d
+def _read_error(path)->str|None:
+    try: read_image(path)
+    except OSError as e: return str(e)
+
+def unreadable_images(records:list, # `ImageRecord`s, `(path, pid, camid)` tuples or paths
+                      threads:int|None=None, # reading threads (default: the CPU count, at most 8)
+                     )->list[str]:
+    "The error message of every image in `records` that `data.read_image` cannot read (each file once)."
+    paths = list(dict.fromkeys(str(r if isinstance(r, (str, os.PathLike)) else ImageRecord(*r).path) for r in records))
+    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as ex: return [e for e in ex.map(_read_error, paths) if e]
+
 # %% ../nbs/06_loaders.ipynb #7135eedb
 def seed_worker(worker_id:int, # the DataLoader worker index
                ):
@@ -39,10 +52,10 @@ def seed_worker(worker_id:int, # the DataLoader worker index
     seed = torch.initial_seed() % 2**32
     random.seed(seed); np.random.seed(seed)
 
-def _loader_kwargs(cfg:Config, device, num_workers, seed:int) -> dict:
+def _loader_kwargs(cfg:Config, device, num_workers, seed:int, persistent:bool=True) -> dict:
     nw = cfg.data.num_workers if num_workers is None else num_workers
     dev = resolve_device(cfg.device if device is None else str(device))
-    return dict(num_workers=nw, pin_memory=dev.type == 'cuda', persistent_workers=nw > 0,
+    return dict(num_workers=nw, pin_memory=dev.type == 'cuda', persistent_workers=persistent and nw > 0,
                 worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed))
 
 def build_train_loader(cfg:Config, # the run config (`data` section, `seed`, `device`)
@@ -60,7 +73,7 @@ def build_train_loader(cfg:Config, # the run config (`data` section, `seed`, `de
     if unknown: raise ValueError(f"build_train_loader: {unknown} records have an unknown identity (pid -1); training needs labelled images")
     sampler = PKSampler([r.pid for r in records], p=cfg.data.p, k=cfg.data.k, seed=cfg.seed, num_replicas=num_replicas, rank=rank)
     ds = ImageDataset(records, transform if transform is not None else build_transforms(cfg.data, train=True))
-    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, **_loader_kwargs(cfg, device, num_workers, cfg.seed + rank))
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, **_loader_kwargs(cfg, device, num_workers, cfg.seed + rank, persistent=False))
 
 def build_test_loader(cfg:Config, # the run config (`data` section, `device`)
                       records:list, # query, gallery or custom records; order is preserved

@@ -186,21 +186,45 @@ def _split_members(members, g_camids, qc):
 def _count_before(row, idx, da, ia):
     "How many of the images `idx` come before the match `ia` (distance `da`) in the stable order."
     c = 0
-    for t in range(len(idx)):
-        r = idx[t]
+    for r in idx:
         if row[r] < da or (row[r] == da and r < ia): c += 1
     return c
 
-def _ranks_few(row, mi, junk, si, ranks):
-    "Into `ranks`, sorted: per match, the images before it in the row less the removed ones (junk, copies)."
-    ng = len(row)
-    for a in range(len(mi)):
-        ia = mi[a]; da = row[ia]
-        c = 0
-        for j in range(ia): c += row[j] <= da
-        for j in range(ia + 1, ng): c += row[j] < da
-        ranks[a] = c - _count_before(row, junk, da, ia) - _count_before(row, si, da, ia)
+# %% ../nbs/10_metrics.ipynb #ea98bae9
+def _count_below(row, kept, lo, hi, t0, t1, t2, t3):
+    "Kept images of `row[lo:hi]` below each of four thresholds (`kept`: 1 per image, 0 for junk), in one pass."
+    z = kept[0] - kept[0]
+    c0, c1, c2, c3 = z, z, z, z
+    for j in range(lo, hi):
+        x, w = row[j], kept[j]
+        c0 += w if x < t0 else z
+        c1 += w if x < t1 else z
+        c2 += w if x < t2 else z
+        c3 += w if x < t3 else z
+    return c0, c1, c2, c3
+
+# %% ../nbs/10_metrics.ipynb #60f480fa
+def _ranks_few(row, kept, mi, si, ranks):
+    "Into `ranks`, sorted: kept images before each match (`mi` ascending), less copies `si`; False if a match is at +inf."
+    n, ng = len(mi), len(row)
+    t = np.full(9, np.inf, row.dtype)  # the block's four '<' thresholds, their '<=' twins, +inf
+    for a in range(0, n, 4):
+        m = min(4, n - a)
+        for b in range(4):
+            if b < m:
+                t[b] = row[mi[a + b]]
+                if t[b] == t[8]: return False
+                t[4 + b] = np.nextafter(t[b], t[8])
+            else: t[b], t[4 + b] = -t[8], -t[8]  # unused: counts nothing
+        c, lo = np.zeros(4), 0
+        for s in range(m + 1):  # the stretch before match s of the block: matches b < s are behind it
+            hi = mi[a + s] if s < m else ng
+            r = _count_below(row, kept, lo, hi, t[0 if s > 0 else 4], t[1 if s > 1 else 5], t[2 if s > 2 else 6], t[3 if s > 3 else 7])
+            for b in range(4): c[b] += r[b]
+            lo = hi
+        for b in range(m): ranks[a + b] = int(c[b]) - _count_before(row, si, t[b], mi[a + b])
     ranks.sort()
+    return True
 
 # %% ../nbs/10_metrics.ipynb #40c6d4c8
 def _ranks_many(row, g_pids, qp, mi, ranks):
@@ -231,15 +255,14 @@ def _ranks_many(row, g_pids, qp, mi, ranks):
 # %% ../nbs/10_metrics.ipynb #8ec101fd
 _prange = range
 
-def _rank_kernel(distmat, q_pids, q_camids, g_pids, g_camids, order, start, stop, junk, few, trapezoid, first, ap, inp):
+def _rank_kernel(distmat, q_pids, q_camids, g_pids, g_camids, order, start, stop, kept, few, trapezoid, first, ap, inp):
     "Per query (in parallel): rank of the first match, AP and INP into `first`, `ap`, `inp` (compiled by numba)."
     for i in _prange(distmat.shape[0]):
         mi, si = _split_members(order[start[i]:stop[i]], g_camids, q_camids[i])
         n = len(mi)
         if n == 0: continue
         ranks = np.empty(n, np.int64)
-        if n <= few: _ranks_few(distmat[i], mi, junk, si, ranks)
-        else: _ranks_many(distmat[i], g_pids, q_pids[i], mi, ranks)
+        if n > few or not _ranks_few(distmat[i], kept, mi, si, ranks): _ranks_many(distmat[i], g_pids, q_pids[i], mi, ranks)
         first[i] = ranks[0]
         ap[i], inp[i] = _ap_inp(ranks, trapezoid)
 
@@ -252,19 +275,21 @@ def _numba_kernel():
         import numba
         _prange = numba.prange
         g = globals()
-        for name in ('_split_members', '_count_before', '_ranks_few', '_ranks_many', '_ap_inp'):
-            if not isinstance(g[name], numba.core.dispatcher.Dispatcher): g[name] = numba.njit(nogil=True, cache=True)(g[name])
+        for name in ('_split_members', '_count_before', '_count_below', '_ranks_few', '_ranks_many', '_ap_inp'):
+            if not isinstance(g[name], numba.core.dispatcher.Dispatcher):  # sums of ones may be reordered: vectorised
+                g[name] = numba.njit(nogil=True, cache=True, fastmath={'reassoc'} if name == '_count_below' else False)(g[name])
         _NUMBA_KERNEL = numba.njit(parallel=True, nogil=True, cache=True)(_rank_kernel)
     return _NUMBA_KERNEL
 
 # %% ../nbs/10_metrics.ipynb #df4acea0
 def _per_query_numba(distmat, q_pids, g_pids, q_camids, g_camids, trapezoid, few=_FEW):
     "First-match rank (-1: no match), AP and INP of every query, in one compiled pass."
-    order, start, stop, junk = _group_gallery(q_pids, g_pids)
+    order, start, stop, _ = _group_gallery(q_pids, g_pids)
     q_camids, g_camids = _camera_codes(q_camids, g_camids)
+    kept = (g_pids != -1).astype(np.float32 if len(g_pids) < 2**24 else np.float64)  # float32 counts exactly to 2^24
     nq = len(q_pids)
     first, ap, inp = np.full(nq, -1, np.int64), np.zeros(nq), np.zeros(nq)
-    _numba_kernel()(distmat, q_pids, q_camids, g_pids, g_camids, order, start, stop, junk, few, trapezoid, first, ap, inp)
+    _numba_kernel()(distmat, q_pids, q_camids, g_pids, g_camids, order, start, stop, kept, few, trapezoid, first, ap, inp)
     return first, ap, inp
 
 def _has_numba():

@@ -1,4 +1,4 @@
-"""ResNet-50 with last stride 1, GeM pooling and a BNNeck: the strong re-ID baseline's network.
+"""The strong re-ID baseline's network (a ResNet or OSNet trunk, GeM pooling, a BNNeck), and loading any weights file, torchreid's model zoo included.
 
 Docs: https://secondsight.github.io/secondsight/model.html.md"""
 
@@ -13,19 +13,22 @@ import torch
 import torch.nn as nn
 from fastcore.basics import patch
 from .config import Config, ModelConfig, config_from_dict, config_to_dict
+from .osnet import (OSNET_CHANNELS, OSNET_NAMES, OSNET_TRUNK, OSNet, osnet_arch, osnet_imagenet_file,
+                               osnet_imagenet_missing, strip_prefixes, zoo_head)
 from .runtime import atomic_write, load_torch_file, resolve_device
 
 # %% auto #0
 __all__ = ['RESNETS', 'INFERENCE_FORMAT', 'imagenet_weights_file', 'imagenet_state_dict', 'build_backbone', 'GeM', 'ReIDModel',
-           'unwrap_model', 'inference_state_dict', 'save_inference', 'load_inference', 'load_weights',
-           'count_parameters', 'count_flops']
+           'unwrap_model', 'feature_map_layer', 'inference_state_dict', 'save_inference', 'load_inference',
+           'load_weights', 'count_parameters', 'count_flops']
 
 # %% ../nbs/08_model.ipynb #97a267e2
 RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 
-def imagenet_weights_file(arch:str='resnet50', # a torchvision ResNet name
+def imagenet_weights_file(arch:str='resnet50', # a torchvision ResNet name, or an OSNet name (`OSNET_NAMES`)
                          )->Path:
-    "Where torch hub caches the ImageNet (`IMAGENET1K_V1`) weights of `arch`."
+    "Where torch hub caches the ImageNet weights of `arch` (torchvision's `IMAGENET1K_V1`; torchreid's for OSNet)."
+    if arch in OSNET_NAMES: return osnet_imagenet_file(arch)
     from torchvision.models import get_model_weights
     url = get_model_weights(arch).IMAGENET1K_V1.url
     return Path(torch.hub.get_dir())/'checkpoints'/os.path.basename(url)
@@ -41,12 +44,13 @@ def _load_state_file(path:Path, what:str)->dict:
     return sd
 
 # %% ../nbs/08_model.ipynb #ef859102
-def imagenet_state_dict(arch:str='resnet50', # a torchvision ResNet name
+def imagenet_state_dict(arch:str='resnet50', # a torchvision ResNet name, or an OSNet name (never downloaded)
                         download:bool|None=None, # try the network when the file is not cached; None: unless $SECONDSIGHT_OFFLINE
                         timeout:float=20., # seconds before a stalled connection is given up
                        )->dict:
-    "The ImageNet state dict of torchvision's `arch`, from the torch hub cache (downloaded once if missing)."
+    "The ImageNet state dict of `arch`, from the torch hub cache (a ResNet's is downloaded once if missing)."
     fn = imagenet_weights_file(arch)
+    if arch in OSNET_NAMES and not fn.exists(): raise FileNotFoundError(osnet_imagenet_missing(arch))
     if download is None: download = os.environ.get('SECONDSIGHT_OFFLINE', '0') in ('', '0')
     if not fn.exists():
         from torchvision.models import get_model_weights
@@ -77,26 +81,27 @@ def _set_last_stride(resnet, last_stride:int):
 def _clean_backbone_keys(sd:dict)->dict:
     "Strip `module.`/`_orig_mod.`/`backbone.` prefixes and drop `fc.*` and non-backbone keys."
     out = {}
-    for k, v in sd.items():
-        for pre in ('module.', '_orig_mod.'):
-            if k.startswith(pre): k = k[len(pre):]
+    for k, v in strip_prefixes(sd).items():
         if k.startswith('backbone.'): k = k[len('backbone.'):]
-        elif k.split('.')[0] in ('fc', 'pool', 'bottleneck', 'classifier'): continue
+        elif k.split('.')[0] in ('fc', 'pool', 'bottleneck', 'head', 'classifier'): continue
         out[k] = v
     return out
 
 # %% ../nbs/08_model.ipynb #11b78361
-def build_backbone(arch:str='resnet50', # 'resnet18', 'resnet34', 'resnet50', 'resnet101' or 'resnet152'
+def build_backbone(arch:str='resnet50', # a ResNet ('resnet18' ... 'resnet152') or an OSNet ('osnet_x1_0' ... 'osnet_x0_25')
                    pretrained:str='none', # 'imagenet', a path to a state dict, or 'none'
-                   last_stride:int=1, # stride of layer4: 1 (16x8 map for 256x128) or 2 (torchvision's 8x4)
+                   last_stride:int=1, # stride of ResNet's layer4: 1 (16x8 map for 256x128) or 2 (8x4); OSNet: 1 (its map is 16x8)
                   )->nn.Sequential:
-    "A torchvision ResNet trunk (conv1 ... layer4) with `last_stride`, optionally with pretrained weights."
-    if arch not in RESNETS: raise ValueError(f"unsupported backbone {arch!r}; choose one of {', '.join(RESNETS)}")
+    "A ResNet trunk (conv1 ... layer4) with `last_stride`, or an OSNet trunk (conv1 ... conv5), optionally pretrained."
+    if arch not in RESNETS + OSNET_NAMES: raise ValueError(f"unsupported backbone {arch!r}; choose one of {', '.join(RESNETS + OSNET_NAMES)}")
     if last_stride not in (1, 2): raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-    import torchvision
-    r = getattr(torchvision.models, arch)(weights=None)
-    names = ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4']
-    body = nn.Sequential(OrderedDict((n, getattr(r, n)) for n in names))
+    if arch in OSNET_NAMES:
+        if last_stride != 1: raise ValueError(f"last_stride=2 applies to ResNets only: {arch} keeps a 16x8 map at 256x128; use 1")
+        net, names = OSNet(arch), OSNET_TRUNK
+    else:
+        import torchvision
+        net, names = getattr(torchvision.models, arch)(weights=None), ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
+    body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
     pretrained = str(pretrained) if pretrained is not None else 'none'
     if pretrained.lower() == 'imagenet': sd, src = imagenet_state_dict(arch), f'ImageNet weights {imagenet_weights_file(arch)}'
     elif pretrained.lower() in ('none', ''): sd = None
@@ -105,11 +110,12 @@ def build_backbone(arch:str='resnet50', # 'resnet18', 'resnet34', 'resnet50', 'r
         if not p.exists(): raise FileNotFoundError(f"pretrained weights file not found: {p} (pretrained must be 'imagenet', 'none' or a path)")
         sd, src = _load_state_file(p, 'pretrained weights file'), str(p)
     if sd is not None:
-        missing, unexpected = body.load_state_dict(_clean_backbone_keys(sd), strict=False)
+        try: missing, unexpected = body.load_state_dict(_clean_backbone_keys(sd), strict=False)
+        except RuntimeError as e: raise ValueError(f"{src} does not fit the {arch} backbone: {str(e).splitlines()[1].strip()}") from None
         if missing or unexpected:
-            raise ValueError(f"{src} does not fit a {arch} backbone: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            raise ValueError(f"{src} does not fit the {arch} backbone: {len(missing)} missing keys (e.g. {missing[:3]}), "
                              f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    _set_last_stride(body, last_stride)
+    if arch in RESNETS: _set_last_stride(body, last_stride)
     return body
 
 # %% ../nbs/08_model.ipynb #a09c375b
@@ -133,25 +139,27 @@ class GeM(nn.Module):
 
 # %% ../nbs/08_model.ipynb #233e420c
 class ReIDModel(nn.Module):
-    "ResNet trunk + pooling + BNNeck (+ identity classifier when `num_classes` > 0)."
+    "ResNet or OSNet trunk + pooling + BNNeck (+ identity classifier when `num_classes` > 0)."
     def __init__(self,
                  num_classes:int=0, # training identities; 0 builds an inference model without classifier
-                 backbone:str='resnet50', # torchvision ResNet name (resnet18/34/50/101/152)
+                 backbone:str='resnet50', # torchvision ResNet name (resnet18/34/50/101/152) or OSNet (`osnet.OSNET_NAMES`)
                  pretrained:str='none', # 'imagenet', a path to a state dict, or 'none'
                  last_stride:int=1, # stride of layer4 (1: 16x8 map for a 256x128 input)
                  pooling:str='gem', # 'gem', 'avg' or 'max'
                  gem_p:float=3.0, # initial GeM exponent
-                 neck:str='bnneck', # 'bnneck' or 'none'
+                 neck:str='bnneck', # 'bnneck', 'none', or 'fc' (torchreid's head: fc 512 + BN + ReLU, the zoo models')
                  neck_feat:str='after', # eval embedding: 'after' or 'before' the BN
                 ):
         super().__init__()
         if pooling not in ('gem', 'avg', 'max'): raise ValueError(f"pooling must be 'gem', 'avg' or 'max', got {pooling!r}")
-        if neck not in ('bnneck', 'none'): raise ValueError(f"neck must be 'bnneck' or 'none', got {neck!r}")
+        if neck not in ('bnneck', 'none', 'fc'): raise ValueError(f"neck must be 'bnneck', 'none' or 'fc', got {neck!r}")
         if neck_feat not in ('after', 'before'): raise ValueError(f"neck_feat must be 'after' or 'before', got {neck_feat!r}")
         self.backbone = build_backbone(backbone, pretrained, last_stride)
-        last = self.backbone.layer4[-1]
-        self.feat_dim = (last.conv3 if hasattr(last, 'conv3') else last.conv2).out_channels
+        if backbone in OSNET_NAMES: self.feat_dim = OSNET_CHANNELS[backbone][-1]
+        else: last = self.backbone.layer4[-1]; self.feat_dim = (last.conv3 if hasattr(last, 'conv3') else last.conv2).out_channels
         self.pool = GeM(gem_p) if pooling == 'gem' else nn.AdaptiveAvgPool2d(1) if pooling == 'avg' else nn.AdaptiveMaxPool2d(1)
+        self.head = zoo_head(self.feat_dim) if neck == 'fc' else None  # torchreid's head: its output is the feature
+        if self.head is not None: self.feat_dim = self.head[0].out_features
         if neck == 'bnneck':
             self.bottleneck = nn.BatchNorm1d(self.feat_dim)
             nn.init.constant_(self.bottleneck.weight, 1.); nn.init.constant_(self.bottleneck.bias, 0.)
@@ -172,6 +180,7 @@ def forward(self:ReIDModel,
            ):
     "Training: `(logits, feat)` with `feat` the pre-BN feature (logits None without classifier); eval: the embedding."
     feat = self.pool(self.backbone(x)).flatten(1)
+    if self.head is not None: feat = self.head(feat)
     if self.training:
         bn = self.bottleneck(feat)
         return (self.classifier(bn) if self.classifier is not None else None), feat
@@ -198,6 +207,15 @@ def unwrap_model(model:nn.Module, # a model, possibly inside DDP / DataParallel 
         if hasattr(model, '_orig_mod'): model = model._orig_mod
         elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)): model = model.module
         else: return model
+
+# %% ../nbs/08_model.ipynb #3383e11c
+def feature_map_layer(model:nn.Module, # a `ReIDModel` or `OSNet`, possibly wrapped
+                     )->nn.Module:
+    "The last convolutional block, whose output Grad-CAM explains: ResNet's `layer4`, OSNet's `conv5`."
+    m = unwrap_model(model)
+    if isinstance(m, ReIDModel): return m.backbone[-1]
+    if isinstance(m, OSNet): return m.conv5
+    raise TypeError(f"feature_map_layer expects a ReIDModel or an OSNet, got {type(m).__name__}")
 
 # %% ../nbs/08_model.ipynb #5ca99058
 def inference_state_dict(model_or_sd:nn.Module|dict, # a (wrapped) `ReIDModel`, or its state dict
@@ -244,32 +262,65 @@ def _is_inference_file(obj)->bool:
 def _is_training_checkpoint(obj)->bool: return isinstance(obj, dict) and isinstance(obj.get('model'), dict) and isinstance(obj.get('config'), dict)
 
 # %% ../nbs/08_model.ipynb #08ddb15f
-def load_inference(path:str|Path, # a file written by `save_inference`
+def _plain_state_dict(obj)->dict|None:
+    "`obj` (or its `'state_dict'`) if it is a non-empty mapping of names to tensors, else None."
+    sd = obj['state_dict'] if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict) else obj
+    return sd if isinstance(sd, dict) and sd and all(isinstance(v, torch.Tensor) for v in sd.values()) else None
+
+def _zoo_model(sd:dict, # a torchreid OSNet state dict
+               path:Path, # the file it came from, for the messages
+               arch:str|None=None, # None: recognise the OSNet width; or a name in `OSNET_NAMES`
+               device:str|torch.device='cpu', # where to put the model ('auto': CUDA when available)
+              )->tuple[ReIDModel, Config]:
+    "The zoo model as an inference `ReIDModel` (OSNet trunk, average pooling, torchreid's `fc` head) and its `Config`."
+    sd = strip_prefixes(sd)
+    try: arch = osnet_arch(sd, arch)
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
+    model = ReIDModel(0, backbone=arch, pooling='avg', neck='fc')
+    model.load_state_dict({('head.' + k[3:] if k.startswith('fc.') else 'backbone.' + k): v
+                           for k, v in sd.items() if not k.startswith('classifier.')})
+    d = Config()
+    cfg = dataclasses.replace(d, model=dataclasses.replace(d.model, pretrained='none', **model.arch),
+                              data=dataclasses.replace(d.data, height=256, width=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    return model.to(resolve_device(device) if isinstance(device, str) else device).eval(), cfg
+
+# %% ../nbs/08_model.ipynb #12a81e8f
+def _check_arch(path:Path, cfg:Config, arch:str|None):
+    if arch is not None and cfg.model.backbone != arch: raise ValueError(f"{path} holds a {cfg.model.backbone} model, not {arch}")
+
+def load_inference(path:str|Path, # a file written by `save_inference`, or a torchreid OSNet state dict
                    device:str|torch.device='cpu', # where to put the model ('auto': CUDA when available)
+                   arch:str|None=None, # None: the recorded / recognised one; a name: the file must hold it
                   )->tuple[ReIDModel, Config]:
     "Rebuild the inference model (in eval mode, no classifier) and its `Config` from `path`."
     path = Path(path)
     obj = load_torch_file(path, 'inference file')
-    if not _is_inference_file(obj):
+    if _is_inference_file(obj): model, cfg = _rebuild(obj['state_dict'], obj['config'], path, device)
+    elif not _is_training_checkpoint(obj) and (sd := _plain_state_dict(obj)) is not None: model, cfg = _zoo_model(sd, path, arch, device)
+    else:
         fmt = obj.get('format') if isinstance(obj, dict) else None
-        raise ValueError(f"{path} is not a secondsight inference file (format {fmt!r}, expected {INFERENCE_FORMAT!r}); "
-                         "write one with save_inference or secondsight-export")
-    return _rebuild(obj['state_dict'], obj['config'], path, device)
+        raise ValueError(f"{path} is not a secondsight inference file (format {fmt!r}, expected {INFERENCE_FORMAT!r}) nor a "
+                         "torchreid OSNet state dict; write one with save_inference or secondsight-export")
+    _check_arch(path, cfg, arch)
+    return model, cfg
 
 # %% ../nbs/08_model.ipynb #b019d043
-def load_weights(path:str|Path, # an inference file (`save_inference`) or a training checkpoint (`save_checkpoint`)
-                 cfg:Config|None=None, # config for data and test settings; None: the one recorded in the file
+def load_weights(path:str|Path, # an inference file, a training checkpoint, or a torchreid OSNet state dict (model zoo)
+                 cfg:Config|None=None, # config for data and test settings; None: the one recorded in (or implied by) the file
                  device:str|torch.device='cpu', # where to put the model ('auto': CUDA when available)
+                 arch:str|None=None, # None: the recorded / recognised one; a name (e.g. 'osnet_x0_25'): the file must hold it
                 )->tuple[ReIDModel, Config]:
     "The model in `path` (eval mode, no classifier) and the config to use it with."
     path = Path(path)
     obj = load_torch_file(path, 'weights file')
     if _is_inference_file(obj): model, wcfg = _rebuild(obj['state_dict'], obj['config'], path, device)
     elif _is_training_checkpoint(obj): model, wcfg = _rebuild(obj['model'], obj['config'], path, device)
+    elif (sd := _plain_state_dict(obj)) is not None: model, wcfg = _zoo_model(sd, path, arch, device)
     else:
         found = ', '.join(map(str, list(obj)[:6])) if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path} is neither a secondsight inference file nor a training checkpoint (found: {found}); "
-                         "write one with save_inference, secondsight-export or secondsight-train")
+        raise ValueError(f"{path} is neither a secondsight inference file, a training checkpoint nor a torchreid OSNet state "
+                         f"dict (found: {found}); write one with save_inference, secondsight-export or secondsight-train")
+    _check_arch(path, wcfg, arch)
     return model, (wcfg if cfg is None else dataclasses.replace(cfg, model=wcfg.model))
 
 # %% ../nbs/08_model.ipynb #eb67d54f

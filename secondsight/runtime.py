@@ -6,32 +6,83 @@ Docs: https://secondsight.github.io/secondsight/runtime.html.md"""
 
 # %% ../nbs/00_runtime.ipynb #4f68cfd0
 from __future__ import annotations
-import os, pickle, random
+import errno, os, pickle, random, re, socket, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['atomic_write', 'resolve_device', 'seed_everything', 'UnsafeFileError', 'load_torch_file']
+__all__ = ['atomic_write', 'remove_stale_temps', 'resolve_device', 'seed_everything', 'UnsafeFileError', 'load_torch_file']
 
 # %% ../nbs/00_runtime.ipynb #9291fbd6
+_HOST = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname() or 'host')[:40]  # no dots: the name is parsed from the right
+_TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.(?P<pid>\d+)(?:\.(?P<host>[A-Za-z0-9-]+)\.secondsight-tmp|\.tmp)$')  # ours (and 0.x's `.<name>.<pid>.tmp`)
+
+def _temp_path(path:Path) -> Path: return path.with_name(f'.{path.name}.{os.getpid()}.{_HOST}.secondsight-tmp')
+
+# %% ../nbs/00_runtime.ipynb #21c818fd
+_FULL_BYTES = 1 << 20  # under this much free space, a short write is a full disk
+_SHORT_WRITE = re.compile(r'inline_container|\d+ requested and \d+ written')
+
+def _free_bytes(folder:Path) -> int:
+    st = os.statvfs(folder)
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize  # root may use the reserved blocks
+
+def _disk_full(e:BaseException, folder:Path) -> bool:
+    "True if `e`, raised while writing into `folder`, means the file system is full."
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT): return True
+    if not (isinstance(e, (OSError, RuntimeError)) and _SHORT_WRITE.search(str(e))) or not hasattr(os, 'statvfs'): return False
+    try: return _free_bytes(folder) < _FULL_BYTES
+    except OSError: return False
+
+# %% ../nbs/00_runtime.ipynb #1b5c7d46
 def atomic_write(path:str|Path, # the file to (re)write
                  data, # `str`, `bytes`, or a function that writes to a binary file object
                 )->Path:
-    "Write `data` to `path` atomically: a temporary file beside it, fsync, then `os.replace`."
+    "Write `data` to `path` atomically (temporary file, fsync, `os.replace`); a full disk is an `OSError` naming the folder."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp = _temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, 'wb') as f:
             if callable(data): data(f)
             else: f.write(data.encode() if isinstance(data, str) else data)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and _disk_full(e, path.parent)
         tmp.unlink(missing_ok=True)
-        raise
+        if not full: raise
+        err = OSError(f"no space left on {path.parent} while writing {path.name}: free some space, or write "
+                      f"somewhere else ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
+        err.errno = errno.ENOSPC
+        raise err from e
     return path
+
+# %% ../nbs/00_runtime.ipynb #76dfa973
+def _pid_alive(pid:int) -> bool:
+    if os.name == 'nt': return True  # os.kill(pid, 0) would terminate it on Windows: rely on the age alone
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True  # EPERM: alive, another user's
+    return True
+
+def remove_stale_temps(folder:str|Path, # the folder to clean (not its subfolders)
+                       max_age:float=3600, # seconds without a write after which any temporary file of ours is stale
+                      )->list[Path]:
+    "Delete the temporary files `atomic_write` left in `folder` in a killed run; the paths deleted."
+    folder, now, gone = Path(folder), time.time(), []
+    if not folder.is_dir(): return gone
+    for p in sorted(folder.iterdir()):
+        m = _TEMP_NAME.match(p.name)
+        if m is None or p.is_symlink() or not p.is_file(): continue
+        pid, host = int(m['pid']), m['host'] or _HOST  # the old naming had no host: assume this machine
+        dead = host == _HOST and pid != os.getpid() and not _pid_alive(pid)
+        try: old = now - p.stat().st_mtime > max_age
+        except FileNotFoundError: continue
+        if dead or old:
+            p.unlink(missing_ok=True); gone.append(p)
+    return gone
 
 # %% ../nbs/00_runtime.ipynb #e23ce2dc
 def resolve_device(device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
@@ -65,7 +116,10 @@ def load_torch_file(path:str|Path, # a file written by `torch.save`
     "`torch.load(path, weights_only=True)` on the CPU, with errors that name the file and say what went wrong."
     path = Path(path).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"{what} not found: {path}")
-    try: return torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        with warnings.catch_warnings():  # bytes that merely look like a legacy pickle make torch warn first
+            warnings.simplefilter('ignore', UserWarning)
+            return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         why = next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l), None)
         if why: raise UnsafeFileError(f"{path}: refused: loading this {what} would unpickle arbitrary Python objects, "

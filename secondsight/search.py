@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/search.html.md"""
 
 # %% ../nbs/19_search.ipynb #47a0ea5e
 from __future__ import annotations
-import csv, dataclasses, hashlib, io, json, os, uuid
+import csv, dataclasses, hashlib, io, json, os, stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import Config
 from .runtime import atomic_write, resolve_device
-from .cli import cli_errors, require_flags
+from .cli import cli_errors, require_flags, require_at_least
 from .data import read_image, market_ids, load_manifest, test_transform
 from .model import load_weights
 from .evaluate import embed_batch
@@ -25,8 +25,8 @@ from .rerank import re_ranking
 from .viz import save_ranked_gallery
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'embed_images', 'extractor_identity', 'StaleCacheError', 'default_cache_dir', 'Match', 'GalleryIndex',
-           'save_ranking', 'print_ranking', 'search_cli']
+__all__ = ['CACHE_FORMAT', 'CACHE_FILE', 'OUTPUT_MARKER', 'OUTPUT_NAMES', 'embed_images', 'extractor_identity', 'StaleCacheError',
+           'default_cache_dir', 'Match', 'GalleryIndex', 'save_ranking', 'print_ranking', 'search_cli']
 
 # %% ../nbs/19_search.ipynb #8630b514
 def embed_images(model:torch.nn.Module, # an embedding model (e.g. from `load_weights`), on its device
@@ -40,10 +40,13 @@ def embed_images(model:torch.nn.Module, # an embedding model (e.g. from `load_we
         if batch: feats.append(embed_batch(model, torch.stack(batch), cfg.test.flip, cfg.test.normalize)); batch.clear()
     for i, p in enumerate(paths):
         try: batch.append(tf(read_image(p))); ok.append(i)
-        except OSError as e: failed.append((str(p), str(e).split(': ', 1)[-1]))
+        except OSError as e: failed.append((str(p), str(e).replace(f'{str(p)!r}: ', '', 1)))  # the reason, without the path
         if len(batch) == batch_size: flush()
     flush()
-    return (torch.cat(feats) if feats else torch.zeros(0, 0)), ok, failed
+    feats = torch.cat(feats) if feats else torch.zeros(0, 0)
+    bad = [str(paths[ok[j]]) for j in torch.nonzero(~feats.isfinite().all(1)).flatten().tolist()]
+    if bad: raise ValueError(f"the model gave non-finite features (NaN or inf) for {len(bad)} image(s), e.g. {bad[0]}: are the weights damaged?")
+    return feats, ok, failed
 
 # %% ../nbs/19_search.ipynb #2ca771fb
 def extractor_identity(model:torch.nn.Module, # the embedding model
@@ -59,10 +62,12 @@ def extractor_identity(model:torch.nn.Module, # the embedding model
             'flip': cfg.test.flip, 'normalize': cfg.test.normalize}
 
 # %% ../nbs/19_search.ipynb #3e0afd2e
-CACHE_FORMAT = 'secondsight-gallery-v1'
+CACHE_FORMAT, CACHE_FILE = 'secondsight-gallery-v2', 'gallery.npz'
+OUTPUT_MARKER = '.secondsight-output'  # marks a folder secondsight writes into (search results, a gallery cache)
+OUTPUT_NAMES = ('ranking.csv', 'ranking.json', 'ranked_gallery.png', CACHE_FILE)  # what it writes there
 
-class StaleCacheError(RuntimeError):
-    "The gallery cache does not match the folder or the model and updating was not allowed."
+class StaleCacheError(RuntimeError, ValueError):
+    "The gallery cache does not match the folder or the model (or is damaged) and updating was not allowed."
 
 # %% ../nbs/19_search.ipynb #112449da
 def default_cache_dir(source:str|Path, # the gallery folder or manifest
@@ -72,25 +77,35 @@ def default_cache_dir(source:str|Path, # the gallery folder or manifest
     return base/'secondsight'/'gallery'/hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:16]
 
 # %% ../nbs/19_search.ipynb #0d21589b
-def _scan(source:Path)->tuple[Path, list[tuple[str, Path, int, int]]]:
-    "`(root, [(key, path, pid, camid)])`: every non-hidden file of a folder, or the rows of a manifest."
+def _scan(source:Path)->tuple[list[tuple[str, Path, int, int]], int]:
+    "`([(key, path, pid, camid)], n_ours)`: every non-hidden file of a folder but our own outputs, or the rows of a manifest."
     if source.is_dir():
-        files = []
+        files, ours = [], 0
         for dirpath, dirnames, filenames in os.walk(source):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+            mine = OUTPUT_MARKER in filenames
             for f in sorted(filenames):
-                if f.startswith('.'): continue
+                if f.startswith('.') or (mine and f in OUTPUT_NAMES): ours += not f.startswith('.'); continue
                 p = Path(dirpath)/f
                 files.append((p.relative_to(source).as_posix(), p, *market_ids(f)))
-        return source, files
+        return files, ours
     if source.is_file():  # missing files are reported by `build`, not refused here
-        return source.parent, [(str(Path(r.path)), Path(r.path), int(r.pid), int(r.camid)) for r in load_manifest(source, check_files=False)]
+        return [(str(Path(r.path)), Path(r.path), int(r.pid), int(r.camid)) for r in load_manifest(source, check_files=False)], 0
     raise FileNotFoundError(f"gallery not found: {source} (give a folder of crops or a CSV/JSON manifest)")
 
-def _stat(p:Path):
-    "`(size, mtime_ns)` of `p`, `(None, None)` if it cannot be read."
-    try: s = p.stat(); return s.st_size, s.st_mtime_ns
-    except OSError: return None, None
+# %% ../nbs/19_search.ipynb #ce5f8ce8
+def _fingerprint(p:Path, chunk:int=1 << 16)->str:
+    "`size:hash` of the first and last `chunk` bytes of `p`, or `!reason` when it is no readable regular file."
+    try: s = p.stat()
+    except FileNotFoundError: return '!dangling symbolic link' if p.is_symlink() else '!file not found'
+    except OSError as e: return f'!{e.strerror or e}'
+    if not stat.S_ISREG(s.st_mode): return '!not a regular file (a FIFO, socket, device or folder)'
+    try:
+        with open(p, 'rb') as f:
+            h = hashlib.blake2b(f.read(chunk), digest_size=16)
+            if s.st_size > chunk: f.seek(max(chunk, s.st_size - chunk)); h.update(f.read())
+    except OSError as e: return f'!{e.strerror or e}'
+    return f'{s.st_size}:{h.hexdigest()}'
 
 # %% ../nbs/19_search.ipynb #ffd335ab
 @dataclass(frozen=True)
@@ -138,69 +153,67 @@ class GalleryIndex:
 @patch
 def report(self:GalleryIndex)->str:
     "What the index holds, what the last build did, and every file that was skipped with the reason."
-    s = self.stats
-    lines = [f"gallery: {len(self)} images" + (f" (reused {s.get('reused', 0)}, extracted {s.get('extracted', 0)}: "
-             f"{s.get('added', 0)} new, {s.get('modified', 0)} modified; {s.get('removed', 0)} removed"
-             + ("; model or test settings changed" if s.get('model_changed') else '') + ")" if s else '')]
+    s, notes = self.stats, []
+    if s: notes.append(f"reused {s.get('reused', 0)}, extracted {s.get('extracted', 0)}: {s.get('added', 0)} new, "
+                       f"{s.get('modified', 0)} modified; {s.get('removed', 0)} removed")
+    if s.get('model_changed'): notes.append("model or test settings changed")
+    if s.get('damaged'): notes.append(f"the cache was damaged ({s['damaged']}) and was rebuilt")
+    if s.get('ours'): notes.append(f"{s['ours']} file(s) written by secondsight left out")
+    lines = [f"gallery: {len(self)} images" + (f" ({'; '.join(notes)})" if notes else '')]
     if self.skipped:
         lines.append(f"{len(self.skipped)} file(s) skipped (not readable images):")
         lines += [f"  {p}: {r}" for p, r in self.skipped]
     return '\n'.join(lines)
 
 # %% ../nbs/19_search.ipynb #15105662
-def _load_cache(cache_dir:Path):
-    "`(index dict, feats array)` of a valid cache, or `(None, None)`."
-    try:
-        meta = json.loads((cache_dir/'index.json').read_text())
-        if meta.get('format') != CACHE_FORMAT: return None, None
-        feats = np.load(cache_dir/meta['feats_file'])
-        if len(feats) != len(meta['files']): return None, None
-        return meta, feats
-    except (OSError, ValueError, KeyError): return None, None
-
-# %% ../nbs/19_search.ipynb #4ab7db2c
 def _save_cache(cache_dir:Path, source:Path, ident:dict, files:list[dict], skipped:list[dict], feats:np.ndarray):
-    "Write features then `index.json` atomically; remove feature files no longer referenced."
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    name = f'feats-{uuid.uuid4().hex[:12]}.npy'
-    atomic_write(cache_dir/name, lambda f: np.save(f, feats))
-    meta = {'format': CACHE_FORMAT, 'source': str(source.resolve()), 'extractor': ident, 'feats_file': name,
-            'files': files, 'skipped': skipped}
-    atomic_write(cache_dir/'index.json', json.dumps(meta, indent=1))
-    for old in cache_dir.glob('feats-*.npy'):
-        if old.name != name: old.unlink(missing_ok=True)
+    "Write index and features to `cache_dir/gallery.npz` atomically (a concurrent writer's complete cache or ours wins)."
+    meta = {'format': CACHE_FORMAT, 'source': str(source.resolve()), 'extractor': ident,
+            'feats_sha256': hashlib.sha256(feats.tobytes()).hexdigest(), 'files': files, 'skipped': skipped}
+    blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    atomic_write(cache_dir/CACHE_FILE, lambda f: np.savez(f, meta=blob, feats=feats))
+    (cache_dir/OUTPUT_MARKER).touch()
 
-# %% ../nbs/19_search.ipynb #565ac04e
-def _plan(files:list, old:dict|None, old_feats, model_changed:bool):
-    "`(rows, todo, skipped, counts)`: reused `(record, feature)` rows, records to extract, reused skips, and the counts."
-    ok_rows, bad_rows = {}, {}
-    if old is not None and not model_changed:
-        ok_rows = {f['key']: (i, f) for i, f in enumerate(old['files'])}
-        bad_rows = {f['key']: (None, f) for f in old['skipped']}
-    rows, todo, skipped, added, modified = [], [], [], 0, 0
+def _load_cache(cache_dir:Path):
+    "`(meta, feats, None)` of a sound cache, `(None, None, None)` if there is none, `(None, None, why)` if it is damaged."
+    try:
+        if not (cache_dir/CACHE_FILE).exists(): return None, None, None
+        with np.load(cache_dir/CACHE_FILE, allow_pickle=False) as z: meta, feats = json.loads(z['meta'].tobytes()), z['feats']
+        why = (f"format {meta.get('format')!r}" if meta.get('format') != CACHE_FORMAT else
+               'features fail their checksum' if hashlib.sha256(feats.tobytes()).hexdigest() != meta['feats_sha256'] else
+               'features do not match the index' if len(feats) != len(meta['files']) else
+               'features not finite' if not np.isfinite(feats).all() else None)
+    except Exception as e: why = f"unreadable: {type(e).__name__}"  # numpy and zipfile fail in many ways on damaged bytes
+    return (meta, feats, None) if why is None else (None, None, why)
+
+# %% ../nbs/19_search.ipynb #d511a8fa
+def _plan(files:list, old:dict|None, old_feats):
+    "`(rows, todo, skipped, counts)`: reused `(record, feature)` rows, records to extract, skipped records, and the counts."
+    prev = {f['key']: (i, f) for i, f in enumerate(old['files'])} if old else {}
+    prev.update({f['key']: (None, f) for f in old['skipped']} if old else {})
+    rows, todo, skipped, n = [], [], [], dict(reused=0, added=0, modified=0, removed=0)
     for key, p, pid, camid in files:
-        size, mtime = _stat(p)
-        rec = {'key': key, 'path': str(p), 'size': size, 'mtime_ns': mtime, 'pid': pid, 'camid': camid}
-        i, pf = ok_rows.get(key) or bad_rows.get(key) or (None, None)
-        if pf is not None and size is not None and (pf['size'], pf['mtime_ns']) == (size, mtime):
+        rec = {'key': key, 'path': str(p), 'fingerprint': _fingerprint(p), 'pid': pid, 'camid': camid}
+        i, pf = prev.pop(key, (None, None))
+        if pf is not None and pf['fingerprint'] == rec['fingerprint']:
+            n['reused'] += 1
             if i is not None: rows.append((rec, old_feats[i]))
             else: skipped.append({**rec, 'reason': pf['reason']})
             continue
-        if pf is None: added += 1
-        else: modified += 1
-        todo.append(rec)
-    keys = {k for k, *_ in files}
-    removed = sum(k not in keys for k in list(ok_rows) + list(bad_rows))
-    return rows, todo, skipped, dict(added=added, modified=modified, removed=removed)
+        n['added' if pf is None else 'modified'] += 1
+        if rec['fingerprint'].startswith('!'): skipped.append({**rec, 'reason': rec['fingerprint'][1:]})
+        else: todo.append(rec)
+    n['removed'] = len(prev)
+    return rows, todo, skipped, n
 
-# %% ../nbs/19_search.ipynb #0346ef0e
+# %% ../nbs/19_search.ipynb #565ac04e
 @patch(cls_method=True)
 def build(cls:GalleryIndex,
           source:str|Path, # a folder of crops, or a CSV/JSON manifest (`path`, optional `pid`, `camid`)
           model:torch.nn.Module, # the embedding model (e.g. from `load_weights`), on its device
           cfg:Optional[Config]=None, # preprocessing and test settings (default `Config()`)
           cache_dir:Optional[str|Path]=None, # where the cache lives (default `default_cache_dir(source)`)
-          update:bool=True, # re-extract what changed; False raises `StaleCacheError` on a stale cache
+          update:bool=True, # re-extract what changed; False raises `StaleCacheError` on a stale or damaged cache
           batch_size:int=64, # images per forward pass
           device:str|torch.device|None=None, # where the model runs (default: where it is)
           backend:str='auto', # see `build_searcher`
@@ -209,18 +222,17 @@ def build(cls:GalleryIndex,
     "Index `source` with `model`, reusing the cached features of unchanged files."
     cfg, source = cfg or Config(), Path(source).expanduser()
     if device is not None: model = model.to(device)
-    root, files = _scan(source)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(source)
-    ident = extractor_identity(model, cfg)
-    old, old_feats = _load_cache(cache_dir)
+    files, ours = _scan(source)
+    cache_dir, ident = Path(cache_dir) if cache_dir is not None else default_cache_dir(source), extractor_identity(model, cfg)
+    old, old_feats, damaged = _load_cache(cache_dir)
     model_changed = old is not None and old.get('extractor') != ident
-    rows, todo, skipped, n = _plan(files, old, old_feats, model_changed)
-    stale = bool(todo) or n['removed'] > 0 or old is None or model_changed
+    rows, todo, skipped, n = _plan(files, None if model_changed else old, old_feats)
+    stale = old is None or model_changed or n['added'] + n['modified'] + n['removed'] > 0
     if stale and not update:
-        why = ("there is no cache yet" if old is None else "the model or its test settings changed" if model_changed else
-               f"{n['added']} new, {n['modified']} modified and {n['removed']} removed file(s)")
-        raise StaleCacheError(f"the gallery cache in {cache_dir} is stale for {source}: {why}; "
-                              "run without --no-update (update=True) to refresh it")
+        why = (f"is damaged ({damaged})" if damaged else f"is stale for {source}: " + ("there is no cache yet" if old is None else
+               "the model or its test settings changed" if model_changed else
+               f"{n['added']} new, {n['modified']} modified and {n['removed']} removed file(s)"))
+        raise StaleCacheError(f"the gallery cache in {cache_dir} {why}; run without --no-update (from Python: update=True) to rebuild it")
     if todo:
         feats, ok, failed = embed_images(model, [r['path'] for r in todo], cfg, batch_size)
         rows += [(todo[i], feats[j].numpy()) for j, i in enumerate(ok)]
@@ -229,8 +241,10 @@ def build(cls:GalleryIndex,
     order = {k: i for i, (k, *_) in enumerate(files)}
     rows.sort(key=lambda r: order[r[0]['key']]); skipped.sort(key=lambda r: order[r['key']])
     feats = np.stack([f for _, f in rows]).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    stats = dict(reused=len(rows) + len(skipped) - len(todo), extracted=len(todo), **n, model_changed=model_changed)
-    if stale: _save_cache(cache_dir, source, ident, [r for r, _ in rows], skipped, feats)
+    if stale:
+        try: _save_cache(cache_dir, source, ident, [r for r, _ in rows], skipped, feats)
+        except OSError as e: print(f"warning: the gallery cache could not be written to {cache_dir} ({e}); searching without it")
+    stats = dict(extracted=len(todo), **n, model_changed=model_changed, damaged=damaged, ours=ours)
     idx = cls([r['path'] for r, _ in rows], torch.from_numpy(feats), [r['pid'] for r, _ in rows], [r['camid'] for r, _ in rows],
               model=model, cfg=cfg, skipped=[(r['path'], r['reason']) for r in skipped], backend=backend, stats=stats)
     idx.cache_dir = cache_dir
@@ -261,6 +275,7 @@ def search(self:GalleryIndex,
            lambda_value:Optional[float]=None, # re-ranking weight of the original distance (default `cfg.test.lambda_value`)
           )->list[Match]:
     "The `top_k` gallery images nearest to `probe`, ranked."
+    require_at_least(1, top_k=top_k)
     if len(self) == 0: return []
     qf = self.embed(probe)
     if not rerank:
@@ -282,13 +297,14 @@ def save_ranking(matches:list[Match], # the output of `search`
                  out:str|Path, # output folder
                  probe:str='', # the probe's path, written alongside
                 )->tuple[Path, Path]:
-    "Write `matches` to `out/ranking.csv` and `out/ranking.json` (atomically)."
+    "Write `matches` to `out/ranking.csv` and `out/ranking.json` (atomically), and mark `out` as ours (`OUTPUT_MARKER`)."
     out = Path(out)
     rows = [{'probe': str(probe), **dataclasses.asdict(m)} for m in matches]
     cols = ['probe', 'rank', 'path', 'distance', 'pid', 'camid']
     s = io.StringIO(); w = csv.DictWriter(s, cols); w.writeheader(); w.writerows(rows)
     atomic_write(out/'ranking.csv', s.getvalue())
     atomic_write(out/'ranking.json', json.dumps({'probe': str(probe), 'matches': [{k: r[k] for k in cols[1:]} for r in rows]}, indent=1))
+    (out/OUTPUT_MARKER).touch()
     return out/'ranking.csv', out/'ranking.json'
 
 # %% ../nbs/19_search.ipynb #4e5d09df
@@ -315,16 +331,21 @@ def search_cli(weights:Annotated[str, {'required': True}]=None, # inference file
                backend:str='auto', # 'auto', 'torch', 'faiss', 'faiss-ivf' or 'faiss-hnsw'
                device:str=None, # 'auto', 'cpu', 'cuda' or 'cuda:N' (default: the config's device)
                batch_size:int=64, # images per forward pass when indexing
+               arch:str=None, # architecture of a torchreid zoo file, e.g. osnet_x0_25 (default: recognised from the file)
               ):
     "Search a gallery for the person in a probe crop: print the ranking and write it as CSV, JSON and a picture."
     with cli_errors('secondsight-search'):
         require_flags('secondsight-search', weights=weights, probe=probe, gallery=gallery)
+        require_at_least(1, top_k=top_k)
         if not Path(probe).is_file(): raise FileNotFoundError(f"probe image not found: {probe}")
-        model, cfg = load_weights(weights)
+        model, cfg = load_weights(weights, arch=arch)
+        probe_image = read_image(probe)  # an unreadable probe stops the search before the gallery is embedded
         model = model.to(resolve_device(device or cfg.device))
         idx = GalleryIndex.build(gallery, model, cfg, cache_dir=cache_dir, update=update, batch_size=batch_size, backend=backend)
         print(idx.report())
-        matches = idx.search(probe, top_k=top_k, rerank=rerank)
+        if not len(idx): raise ValueError(f"no readable image in the gallery {gallery}" + (" (see the skipped files above)" if idx.skipped else ""))
+        print(f"search index: {type(idx.searcher).__name__} ({getattr(idx.searcher, 'kind', 'exact')}, {idx.metric})")
+        matches = idx.search(probe_image, top_k=top_k, rerank=rerank)
         print_ranking(matches, probe)
         out = Path(output_dir)
         save_ranking(matches, out, probe)

@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/train.html.md"""
 
 # %% ../nbs/17_train.ipynb #7e1697f7
 from __future__ import annotations
-import dataclasses, math, os, time, warnings
+import dataclasses, errno, math, os, time, warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +16,18 @@ import torch.nn as nn
 import torch.distributed as dist
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
-from .config import RECIPES_HELP, Config, ConfigError, apply_overrides, config_to_dict, load_config, save_config
+from .config import RECIPES_HELP, Config, ConfigError, apply_overrides, check_config, config_to_dict, load_config, save_config
 from .runtime import resolve_device, seed_everything
 from .cli import cli_errors
 from .data import build_dataset
-from .loaders import build_train_loader
+from .loaders import build_train_loader, unreadable_images
 from .model import ReIDModel, save_inference
 from .losses import ReIDLoss
 from .evaluate import evaluate_model
 from .plots import plot_history
 from .schedule import WarmupMultiStepLR, build_optimizers
-from .checkpoint import CHECKPOINT_FORMAT, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state, write_history
+from .checkpoint import (CHECKPOINT_FORMAT, check_resumable, config_diff, get_rng_state, load_checkpoint, load_module_states,
+                                    module_states, prepare_run_folder, save_checkpoint, set_rng_state, write_history)
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'check_finite', 'init_distributed', 'train_one_epoch', 'TrainHistory', 'train', 'train_cli']
@@ -35,6 +36,8 @@ __all__ = ['NonFiniteLossError', 'check_finite', 'init_distributed', 'train_one_
 class NonFiniteLossError(FloatingPointError):
     "The training loss became NaN or inf."
 
+def _kept(checkpoint)->str: return f"the last good checkpoint {checkpoint} was left intact" if checkpoint else "no checkpoint was written by this run yet"
+
 def check_finite(loss:torch.Tensor, # the scalar training loss
                  epoch:int, # 1-based epoch, for the message
                  iteration:int, # 1-based iteration within the epoch, for the message
@@ -42,8 +45,7 @@ def check_finite(loss:torch.Tensor, # the scalar training loss
                  checkpoint:str|Path|None=None, # the last good checkpoint, named in the message
                 )->float:
     "The loss as a float; raises `NonFiniteLossError` naming epoch and iteration when it is NaN or inf."
-    v = float(loss.detach())
-    where = (f"the last good checkpoint {checkpoint} was left intact" if checkpoint else "no checkpoint was written by this run yet")
+    v, where = float(loss.detach()), _kept(checkpoint)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         flag = torch.tensor([0. if math.isfinite(v) else 1.], device=loss.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -200,8 +202,16 @@ def _train_epoch(run:_Run, net:nn.Module, progress:bool=True)->dict:
 
 # %% ../nbs/17_train.ipynb #58d687e2
 def _default_eval(ds, cfg:Config)->Callable|None:
-    "A `(model, epoch) -> metrics` function through `evaluate.evaluate_model` (None without query and gallery)."
-    if not getattr(ds, 'query', None) or not getattr(ds, 'gallery', None): return None
+    "A `(model, epoch) -> metrics` function through `evaluate.evaluate_model` (None without evaluation); see below for its checks."
+    if cfg.solver.eval_period <= 0: return None
+    empty = [s for s in ('query', 'gallery') if not getattr(ds, s, None)]
+    if empty:
+        where = (f" in {ds.root}" if getattr(ds, 'root', None) else '') + (f" with --test-ids {cfg.data.max_test_pids}" if cfg.data.max_test_pids is not None else '')
+        raise ValueError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty{where}: nothing to evaluate on (no mAP, "
+                         "no best.pth); add images, or --set solver.eval_period=0 to train without evaluation")
+    if bad := unreadable_images(recs := list(ds.query) + list(ds.gallery)):
+        raise ValueError(f"{len(bad)} of the {len({r.path for r in recs})} query and gallery images cannot be read, so evaluation would fail: "
+                         + '; '.join(bad) + ". Fix or remove them, or --set solver.eval_period=0 to train without evaluation")
     def _eval(model, epoch):
         sc = evaluate_model(model, ds.query, ds.gallery, cfg, rerank=False, progress=False)
         name = next(iter(sc.rows))
@@ -218,51 +228,40 @@ def _evaluate(run:_Run, eval_fn:Callable|None)->dict:
     return metrics
 
 # %% ../nbs/17_train.ipynb #b8d18804
+def _parts(run:_Run)->dict: return dict(model=run.model, criterion=run.criterion, optimizer=run.optimizer, center_optimizer=run.center_opt, scheduler=run.scheduler, scaler=run.scaler)
+
 def _checkpoint_state(run:_Run, rec:dict)->dict:
     "Everything `_resume` needs to continue `run` exactly, as tensors and plain types."
-    gen = run.loader.generator
-    return {'format': CHECKPOINT_FORMAT, 'epoch': run.epoch, 'model': run.model.state_dict(), 'criterion': run.criterion.state_dict(),
-            'optimizer': run.optimizer.state_dict(), 'center_optimizer': run.center_opt.state_dict() if run.center_opt else None,
-            'scheduler': run.scheduler.state_dict(), 'scaler': run.scaler.state_dict(), 'config': config_to_dict(run.cfg),
-            'metrics': {'best_mAP': run.best_map, 'last': rec}, 'history': list(run.history),
-            'rng': get_rng_state() | {'loader': gen.get_state() if gen is not None else None},
+    return {'format': CHECKPOINT_FORMAT, 'epoch': run.epoch, **module_states(**_parts(run)), 'config': config_to_dict(run.cfg),
+            'metrics': {'best_mAP': run.best_map, 'last': rec}, 'history': list(run.history), 'rng': get_rng_state(run.loader.generator),
             'world_size': run.world, 'torch_version': str(torch.__version__)}
-
-def _config_diff(a:dict, b:dict, prefix='')->list[str]:
-    "The settings that differ between two config dicts, as `key: old -> new` lines."
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict): out += _config_diff(va, vb, f'{prefix}{k}.')
-        elif va != vb: out.append(f'{prefix}{k}: {va!r} -> {vb!r}')
-    return out
 
 # %% ../nbs/17_train.ipynb #1b17ad9e
 def _resume(run:_Run, path:str|Path):
-    "Restore every part of `run` from the checkpoint `path` (a warning lists config changes that matter)."
-    ck = load_checkpoint(path)
-    diff = [d for d in _config_diff(ck['config'], config_to_dict(run.cfg)) if not d.startswith(('solver.epochs', 'output_dir', 'device'))]
+    "Restore every part of `run` from the checkpoint `path` (one line says what does not fit; a warning lists config changes)."
+    ck, cfg = load_checkpoint(path), config_to_dict(run.cfg)
+    check_resumable(path, ck, cfg, model=run.model, criterion=run.criterion)
+    diff = [d for d in config_diff(ck['config'], cfg) if not d.startswith(('solver.epochs', 'output_dir', 'device'))]
     if diff: warnings.warn(f"resuming {path} with a different config: " + '; '.join(diff[:8]))
-    run.model.load_state_dict(ck['model']); run.criterion.load_state_dict(ck['criterion'])
-    run.optimizer.load_state_dict(ck['optimizer'])
-    if run.center_opt is not None and ck.get('center_optimizer'): run.center_opt.load_state_dict(ck['center_optimizer'])
-    run.scheduler.load_state_dict(ck['scheduler'])
-    if ck.get('scaler'): run.scaler.load_state_dict(ck['scaler'])
+    load_module_states(ck, **_parts(run))
     run.history.extend(ck.get('history', []))
     run.epoch, run.best_map, run.good_ckpt = ck['epoch'], ck.get('metrics', {}).get('best_mAP'), Path(path)
-    set_rng_state(ck['rng'])
-    if ck['rng'].get('loader') is not None and run.loader.generator is not None: run.loader.generator.set_state(ck['rng']['loader'])
+    set_rng_state(ck['rng'], run.loader.generator)
 
 # %% ../nbs/17_train.ipynb #f52ac88e
-def _save_epoch(run:_Run, rec:dict):
-    "Write the history, `best.pth` (mAP improved) and `last.pth` (when due) on the main process; then wait for it."
+def _save_epoch(run:_Run, rec:dict, metrics:dict|None=None):
+    "Main process, before evaluating (`metrics` None) or after (with new metrics): the checkpoints due and the history; then all wait."
     s, out = run.cfg.solver, run.out
-    if run.rank == 0:
+    due = run.epoch == s.epochs or (s.checkpoint_period > 0 and run.epoch % s.checkpoint_period == 0)
+    if run.rank == 0 and (metrics is None or metrics):
+        rec.update(metrics or {})
+        better = bool(metrics) and rec.get('mAP') is not None and (run.best_map is None or rec['mAP'] > run.best_map)
+        if better: run.best_map = rec['mAP']
+        state = _checkpoint_state(run, rec) if better or due else None
+        if better: save_checkpoint(out/'best.pth', state)
+        if due: save_checkpoint(out/'last.pth', state); run.good_ckpt = out/'last.pth'
+        if metrics is None and run.epoch == s.epochs: save_inference(run.model, run.cfg, out/'model_inference.pth')
         write_history(run.history, out)
-        if rec.get('mAP') is not None and (run.best_map is None or rec['mAP'] > run.best_map):
-            run.best_map = rec['mAP']; save_checkpoint(out/'best.pth', _checkpoint_state(run, rec))
-        if run.epoch == s.epochs or (s.checkpoint_period > 0 and run.epoch % s.checkpoint_period == 0):
-            save_checkpoint(out/'last.pth', _checkpoint_state(run, rec)); run.good_ckpt = out/'last.pth'
     if run.world > 1: dist.barrier()
 
 def _epoch_line(rec:dict, epochs:int)->str:
@@ -273,13 +272,13 @@ def _epoch_line(rec:dict, epochs:int)->str:
     return msg + (f"  mAP {rec['mAP']:.1%}  R1 {rec['rank1']:.1%}" if rec.get('mAP') is not None else '')
 
 # %% ../nbs/17_train.ipynb #46d8dd00
-def _start_folder(run:_Run, resume, say:Callable):
-    "Create the run folder with its `config.yaml`, and say what is about to happen."
+def _start_folder(run:_Run, removed:list, say:Callable):
+    "Create the run folder with its `config.yaml`, and say what is about to happen and what was removed."
     out, s = run.out, run.cfg.solver
     out.mkdir(parents=True, exist_ok=True); save_config(run.cfg, out/'config.yaml')
+    if removed: say(f"removed from {out}: {', '.join(p.name for p in removed)}")
     if run.epoch == 0: say(f"training {len(run.dataset.train)} images of {run.dataset.num_train_pids} identities on {run.device}"
                            + (f" x {run.world} processes" if run.world > 1 else '') + f", {s.epochs} epochs -> {out}")
-    if (out/'last.pth').exists() and resume is None: say(f"note: {out/'last.pth'} will be overwritten (pass resume= to continue it)")
 
 def _wrap(run:_Run)->nn.Module:
     "The model as it trains: in DDP (with SyncBatchNorm when asked) with several processes, compiled when asked."
@@ -294,7 +293,7 @@ def _finish(run:_Run)->TrainHistory:
     "Write `model_inference.pth` and `history.png` (main process); the history with the model and the paths."
     out, h = run.out, run.history
     if run.rank == 0:
-        save_inference(run.model, run.cfg, out/'model_inference.pth')
+        if not (out/'model_inference.pth').exists(): save_inference(run.model, run.cfg, out/'model_inference.pth')  # no epoch ran
         if h:
             try: plot_history(h, out/'history.png')
             except ImportError: pass  # matplotlib is optional
@@ -311,24 +310,29 @@ def train(cfg:Config, # the run config
           eval_fn:Callable|None=None, # `(model, epoch) -> {'mAP':..., 'rank1':...}`; default: `evaluate.evaluate_model` on query/gallery
           model_fn:Callable|None=None, # `(cfg, num_classes) -> model`; default: `ReIDModel.from_config`
           progress:bool=True, # progress bars and per-epoch lines
+          overwrite:bool=False, # replace a previous run in `output_dir` (refused otherwise, unless resuming it)
          )->TrainHistory:
     "Train the re-ID model of `cfg`; returns the per-epoch history (with `.model` and the paths written)."
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, local_rank = init_distributed()
-    cfg = dataclasses.replace(cfg, output_dir=str(output_dir if output_dir is not None else cfg.output_dir))
+    cfg = check_config(dataclasses.replace(cfg, output_dir=str(output_dir if output_dir is not None else cfg.output_dir)))
     say = (lambda *a: print(*a, flush=True)) if (progress and rank == 0) else (lambda *a: None)
+    run = None  # until built
     try:
+        removed = prepare_run_folder(cfg.output_dir, resume, overwrite, clean=rank == 0)
         run = _build_run(cfg, data_root, dataset, model_fn, rank, world, local_rank)
         if resume is not None: _resume(run, resume); say(f"resumed from {resume} at epoch {run.epoch}")
         net = _wrap(run)
-        if eval_fn is None and rank == 0: eval_fn = _default_eval(run.dataset, cfg)
-        if rank == 0: _start_folder(run, resume, say)
+        if eval_fn is None: eval_fn = _default_eval(run.dataset, cfg)  # fails now if the query or gallery cannot be evaluated
+        if rank == 0: _start_folder(run, removed, say)
         while run.epoch < cfg.solver.epochs:
-            rec = _train_epoch(run, net, progress)
-            rec.update(_evaluate(run, eval_fn))
-            run.history.append(rec); say(_epoch_line(rec, cfg.solver.epochs))
-            _save_epoch(run, rec)
+            rec = _train_epoch(run, net, progress); run.history.append(rec)
+            _save_epoch(run, rec)  # before evaluating: a failed evaluation loses no epoch
+            _save_epoch(run, rec, _evaluate(run, eval_fn)); say(_epoch_line(rec, cfg.solver.epochs))
         return _finish(run)
+    except OSError as e:  # a full disk: say what survived
+        if e.errno == errno.ENOSPC and run is not None and e.strerror is None: e.args = (f"{e}; {_kept(run.good_ckpt)}",)
+        raise
     finally:
         if owns_group and world > 1 and dist.is_initialized(): dist.destroy_process_group()
 
@@ -345,10 +349,11 @@ def train_cli(config:Annotated[str, f"{RECIPES_HELP} (keys it leaves out keep th
               train_ids:int=None, # train on the first N training identities only (sets data.max_train_pids)
               test_ids:int=None, # evaluate on N random test identities only (sets data.max_test_pids)
               quiet:bool=False, # no progress bars or per-epoch lines
+              overwrite:bool=False, # replace the previous run in the output folder (refused otherwise, unless resuming it)
              ):
     "Train a person re-ID model on Market-1501 (single process, or one process per GPU under torchrun)."
     with cli_errors('secondsight-train'):
         cfg = apply_overrides(load_config(config) if config else Config(), set)
         flags = {'device': device, 'seed': seed, 'data.num_workers': num_workers, 'data.max_train_pids': train_ids, 'data.max_test_pids': test_ids}
         cfg = apply_overrides(cfg, [f'{k}={v}' for k, v in flags.items() if v is not None])
-        return train(cfg, data_root, resume=resume, output_dir=output_dir, progress=not quiet)
+        return train(cfg, data_root, resume=resume, output_dir=output_dir, progress=not quiet, overwrite=overwrite)
