@@ -7,7 +7,7 @@ DEVICE     ?= auto
 WEIGHTS    ?= $(OUTPUT_DIR)/model_inference.pth
 DATA_FLAG   = $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)",)
 
-.PHONY: help install test lint format docs train eval demo download
+.PHONY: help install test lint format typecheck docs train eval demo download
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,9 @@ lint:  ## ruff's checks over the package, the notebooks, the benchmarks and the 
 
 format:  ## ruff's formatter over the benchmarks and the tests (the notebooks keep fastcore's style)
 	ruff format benchmarks tests
+
+typecheck:  ## mypy over the package, with the settings in pyproject.toml
+	mypy
 
 docs:  ## export, clean and build the docs site into _docs/ (needs Quarto: ../shared/tools/install-quarto)
 	nbdev-export && nbdev-clean && nbdev-docs

@@ -113,7 +113,7 @@ def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference f
                  ):
     "Write the analysis figures of a trained model on Market-1501: CMC, distances, camera pairs, ranked galleries, Grad-CAM."
     with cli_errors('secondsight-visualize'):
-        require_flags('secondsight-visualize', weights=weights)
+        [weights] = require_flags('secondsight-visualize', weights=weights)
         model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed, arch=arch)
         print(f"evaluating {Path(weights).name} on {len(query):,} queries x {len(gallery):,} gallery images of {Path(ds.root).name}")
         sc, qf, gf = evaluate_model(model, query, gallery, cfg, rerank=False, device=dev, progress=False, return_features=True)

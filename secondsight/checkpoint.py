@@ -125,7 +125,7 @@ def get_rng_state(loader_generator:torch.Generator|None=None, # a DataLoader's o
     version, py_state, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {'python': {'version': version, 'state': torch.tensor(py_state, dtype=torch.int64), 'gauss': gauss},
-            'numpy': {'name': str(name), 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
+            'numpy': {'name': str(name), 'keys': torch.from_numpy(np.asarray(keys, dtype=np.int64)), 'pos': int(pos),
                       'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
             'torch': torch.get_rng_state(), 'loader': None if loader_generator is None else loader_generator.get_state(),
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}

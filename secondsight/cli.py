@@ -37,12 +37,13 @@ def cli_errors(command:str, # the command's name, e.g. 'secondsight-search', put
 # %% ../nbs/02_cli.ipynb #dbdd30bf
 def require_flags(command:str, # the command's name, for the message
                   **flags, # flag name (Python spelling) -> value; `None` means missing
-                 ):
-    "Raise a `CliError` naming every flag in `flags` whose value is `None`."
+                 )->tuple:
+    "The values of `flags`, in order; a `CliError` naming every flag whose value is `None`."
     missing = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is None]
     if missing:
         raise CliError(f"{command}: {' and '.join([', '.join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)} "
                        f"{'is' if len(missing) == 1 else 'are'} required")
+    return tuple(flags.values())
 
 # %% ../nbs/02_cli.ipynb #8aa2331b
 def require_at_least(minimum:int|float, # the smallest allowed value

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.resources, math, os, re, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 import yaml
 from .runtime import atomic_write
 
@@ -183,6 +183,7 @@ def _allowed(rule, key:str):
         lo = float(m[2])
         return (lambda v: v >= lo if m[1] == '>=' else v > lo), f"{key} {rule}"
     m = re.fullmatch(r'([\[(])(\S+), (\S+)([\])])', rule)
+    if m is None: raise ValueError(f"{key}: unknown range rule {rule!r}")
     lo, hi = float(m[2]), float(m[3])
     test = lambda v: (v >= lo if m[1] == '[' else v > lo) and (v <= hi if m[4] == ']' else v < hi)
     return test, f"{m[2]} {'<=' if m[1] == '[' else '<'} {key} {'<=' if m[4] == ']' else '<'} {m[3]}"
@@ -200,7 +201,7 @@ def check_config(cfg:Config, # the config to check
                 )->Config:
     "`cfg` if every value is in its allowed range (`_RANGES`), else a `ConfigError` naming the key and the range."
     for key in _RANGES:
-        node = cfg
+        node: Any = cfg
         for part in key.split('.'): node = getattr(node, part)
         for i, v in enumerate(node) if isinstance(node, tuple) else [(None, node)]: _check_value(key, v, key if i is None else f'{key}[{i}]')
         if key in _ORDERED and list(node) != sorted(node):
@@ -347,7 +348,7 @@ DATA_ROOT_HELP = ("Market-1501 was not found. Point secondsight at it with --dat
                   "`export REID_DATA_ROOT=PATH` (the folder holding bounding_box_train/, query/ and "
                   "bounding_box_test/), or download it with `secondsight-download` (needs network and a Kaggle account).")
 
-def resolve_data_root(data_root:str|None=None, # the `--data-root` flag, if given
+def resolve_data_root(data_root:str|Path|None=None, # the `--data-root` flag, if given
                       cfg:Config|None=None, # a config whose `data.root` is the last resort
                       required:bool=True, # raise when nothing is set
                      )->Path|None:

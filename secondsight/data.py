@@ -70,7 +70,7 @@ def synthetic_person(pid:int, # the identity: decides the shirt and trousers col
     w, h = size
     r = np.random.default_rng([abs(pid), seed, 7])
     a = r.integers(50, 140, (max(h // 8, 1), max(w // 8, 1), 3)).astype(np.uint8)
-    img = Image.fromarray(a).resize((w, h), Image.NEAREST)
+    img = Image.fromarray(a).resize((w, h), Image.Resampling.NEAREST)
     d, dx, dy = ImageDraw.Draw(img), int(r.integers(-w // 16, w // 16 + 1)), int(r.integers(-h // 32, h // 32 + 1))
     shirt, legs = (tuple(int(v) for v in np.clip(40 + 200 * np.random.default_rng(1000 * abs(pid) + part).random(3)  # by identity
                                                  + r.integers(-15, 16, 3), 0, 255)) for part in (0, 1))  # + noise
@@ -133,7 +133,7 @@ def find_market_root(root:str|Path, # the dataset folder, or a folder above it
     raise FileNotFoundError(f"Market-1501 not found under {str(root)!r}: missing {', '.join(missing)}. {_market_layout_help(root)}")
 
 # %% ../nbs/03_data.ipynb #1a479579
-MARKET1501_COUNTS = {'train': (12936, 751), 'query': (3368, 750), 'gallery': (15913, 751), 'cameras': 6}
+MARKET1501_COUNTS: dict = {'train': (12936, 751), 'query': (3368, 750), 'gallery': (15913, 751), 'cameras': 6}
 
 class Market1501:
     "Market-1501's train, query and gallery records, read from the file names under `root`."
@@ -141,7 +141,7 @@ class Market1501:
                  root:str|Path, # the dataset folder (or a folder holding `Market-1501-v15.09.15/`)
                 ):
         self.root = find_market_root(root)
-        self.dropped, self.ignored, self.dangling = {}, [], []  # split -> junk images (pid -1) dropped; non-image files; dangling links
+        self.dropped, self.ignored, self.dangling = dict[str, int](), list[Path](), list[Path]()  # split -> junk images (pid -1) dropped; non-image files; dangling links
         train, self.query, self.gallery = (self._read(s) for s in MARKET_SPLITS)
         if self.dangling: print(f"warning: skipped {len(self.dangling)} dangling symbolic link(s), their target missing: "
                                 f"{', '.join(map(str, self.dangling[:5]))}{' ...' if len(self.dangling) > 5 else ''}", file=sys.stderr)
@@ -218,7 +218,7 @@ def subset_split(query:list, # query `ImageRecord`s
     keep = [i for i, r in enumerate(gallery) if r.pid in pids]
     others = [i for i, r in enumerate(gallery) if r.pid not in pids]
     n_extra = max(0, min(max_gallery - len(keep), len(others)))
-    extra = rng.choice(len(others), n_extra, replace=False) if n_extra else []
+    extra = rng.choice(len(others), n_extra, replace=False).tolist() if n_extra else []
     return list(query), [gallery[i] for i in sorted(keep + [others[j] for j in extra])]
 
 # %% ../nbs/03_data.ipynb #f87fae25
@@ -230,7 +230,8 @@ def build_dataset(cfg:Config, # the run config (`data.dataset`, `data.root`, `da
     "The dataset named by `cfg.data.dataset`, shrunk to `cfg.data.max_train_pids` / `max_test_pids` identities."
     name = cfg.data.dataset.lower().replace('-', '').replace('_', '')
     if name not in DATASETS: raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
-    ds = DATASETS[name](resolve_data_root(data_root, cfg))
+    if (root := resolve_data_root(data_root, cfg)) is None: raise ConfigError("no data root")  # not reached: it raises itself
+    ds = DATASETS[name](root)
     if cfg.data.max_train_pids is None and cfg.data.max_test_pids is None: return ds
     return subset_dataset(ds, cfg.data.max_train_pids, cfg.data.max_test_pids, seed=cfg.seed)
 
@@ -266,8 +267,8 @@ def read_image(path:str|Path|Image.Image, # an image file, or a PIL image (conve
                 if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
                     raise Image.DecompressionBombError(f"{img.width} x {img.height} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS} pixels")
                 img.load()
-                if img.getexif().get(0x0112, 1) != 1: img = ImageOps.exif_transpose(img)  # 0x0112: EXIF orientation
-                return _to_rgb(img)
+                upright = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img  # 0x0112: EXIF orientation
+                return _to_rgb(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(f"{str(path)!r}: refused as a possible decompression bomb ({e}); "
                              f"raise PIL.Image.MAX_IMAGE_PIXELS to read it") from None
@@ -296,16 +297,15 @@ def load_manifest(path:str|Path, # a `.csv` (header `path,pid,camid`) or `.json`
     base = Path(root) if root is not None else path.parent
     ext = path.suffix.lower()
     if ext == '.csv':
-        with open(path, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
-        rows = [{(k or '').strip().lower(): v for k, v in row.items()} for row in rows]
+        with open(path, newline='', encoding='utf-8-sig') as f: rows = [{(k or '').strip().lower(): v for k, v in row.items()} for row in csv.DictReader(f)]
         where = lambda i: f"{path}, line {i + 2}"
     elif ext == '.json':
-        try: rows = json.loads(path.read_text(encoding='utf-8'))
+        try: data = json.loads(path.read_text(encoding='utf-8'))
         except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if isinstance(rows, dict): rows = rows.get('images', rows.get('records'))
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        if isinstance(data, dict): data = data.get('images', data.get('records'))
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ValueError(f"{path}: expected a list of {{\"path\": ..., \"pid\": ..., \"camid\": ...}} objects (or {{\"images\": [...]}})")
-        where = lambda i: f"{path}, item {i}"
+        rows, where = data, lambda i: f"{path}, item {i}"
     else: raise ValueError(f"{path}: unsupported manifest type {ext!r}; use .csv (path,pid,camid) or .json")
     if not rows: raise ValueError(f"{path}: the manifest lists no images")
     recs = []

@@ -73,6 +73,7 @@ def _quick_train(cfg:Config, ds:Market1501, train_ids:int, output_dir:Path, note
     hist = train(cfg, dataset=subset_dataset(ds, num_train_pids=train_ids), output_dir=output_dir,
                  eval_fn=lambda model, epoch: {}, progress=progress, overwrite=True)  # the demo's own folder: a re-run replaces it
     print(f"trained in {time.time() - t0:.0f} s")
+    if hist.inference is None: raise RuntimeError(f"the quick training wrote no inference weights in {output_dir}")
     return Path(hist.inference)
 
 # %% ../nbs/23_demo.ipynb #7ef1d49c
@@ -125,7 +126,7 @@ def demo_cli(data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT,
     "A first look at secondsight: quick training (or --weights), then a search for a query crop with its ranked gallery and Grad-CAM."
     with cli_errors('secondsight-demo'):
         t0 = time.time()
-        cfg, note = demo_config(config, set)
+        cfg, note = demo_config(config, list(set) if set else None)  # `set` is a list: nargs='+'
         if device: cfg = dataclasses.replace(cfg, device=device)
         dev = resolve_device(cfg.device)
         loaded = load_weights(weights, device=dev, arch=arch) if weights else None  # a wrong file fails before the data is read

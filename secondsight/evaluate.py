@@ -38,13 +38,13 @@ def onnx_bytes(model:torch.nn.Module, # embedding model; traced in eval mode fro
               )->bytes:
     "The ONNX graph of `model`: input `images` (N, 3, H, W) with a dynamic batch axis, output `embeddings`."
     model = copy.deepcopy(model).eval().cpu()
-    kw = dict(input_names=['images'], output_names=['embeddings'], opset_version=opset,
+    kw: dict = dict(input_names=['images'], output_names=['embeddings'], opset_version=opset,
               dynamic_axes={'images': {0: 'batch'}, 'embeddings': {0: 'batch'}})
     if 'dynamo' in inspect.signature(torch.onnx.export).parameters: kw['dynamo'] = False  # TorchScript: no onnxscript needed
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript exporter is chosen on purpose; tracer notes on constant branches
-        torch.onnx.export(model, (torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)),), buf, **kw)
+        torch.onnx.export(model, (torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)),), buf, **kw)  # type: ignore[arg-type]  # a file object is fine
     return buf.getvalue()
 
 # %% ../nbs/12_evaluate.ipynb #b1dc7548
@@ -56,7 +56,7 @@ class OnnxModel(torch.nn.Module):
                 ):
         super().__init__()
         try: import onnxruntime as ort
-        except ImportError: raise ImportError("onnxruntime is not installed: pip install 'secondsight[export]' (or use backend='torch')") from None
+        except ImportError: raise ImportError("onnxruntime is not installed: pip install 'secondsight[fast]' (or use backend='torch')") from None
         if not isinstance(onnx, bytes) and not Path(onnx).is_file(): raise FileNotFoundError(f"ONNX file not found: {onnx}")
         so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads or torch.get_num_threads(), 1
         try: self.session = ort.InferenceSession(onnx if isinstance(onnx, bytes) else str(onnx), so, providers=['CPUExecutionProvider'])
@@ -65,7 +65,7 @@ class OnnxModel(torch.nn.Module):
     def forward(self, x:torch.Tensor)->torch.Tensor: return torch.from_numpy(self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0])
 
 # %% ../nbs/12_evaluate.ipynb #e8e7309e
-_CPU_COPIES = weakref.WeakKeyDictionary()  # model -> (weights key, OnnxModel or None when it cannot be made)
+_CPU_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (weights key, OnnxModel or None when it cannot be made)
 
 def cpu_copy(model:torch.nn.Module, # embedding model
              shape:tuple, # one input's shape (3, H, W)
@@ -162,7 +162,7 @@ def extract_features(model:torch.nn.Module, # embedding model; `model(x)` in eva
                     )->Features:
     "Embed every image of `loader` with `embed_batch`, in order, with its labels and path."
     if device is not None: model = model.to(torch.device(device))
-    feats, pids, camids, paths = [], [], [], []
+    feats, pids, camids, paths = [], [], [], list[str]()
     for batch in tqdm(loader, desc='features', unit='batch', disable=not progress, leave=False):
         imgs, pid, camid, path = _unpack(batch)
         feats.append(_embed(model, imgs, flip, normalize, backend))
@@ -242,7 +242,7 @@ def self_match_camids(q_paths:Sequence[str], # query image paths
                      )->tuple[np.ndarray, np.ndarray]:
     "Camera ids under which `evaluate_rank` removes a gallery copy of the probe image itself (and nothing else)."
     q_camids, g_camids = np.array(q_camids, dtype=np.int64), np.array(g_camids, dtype=np.int64)
-    gpos = {}
+    gpos: dict[str, list[int]] = {}
     for gi, p in enumerate(g_paths): gpos.setdefault(str(p), []).append(gi)
     fresh = max(int(q_camids.max(initial=0)), int(g_camids.max(initial=0))) + 1
     for qi, p in enumerate(q_paths):
@@ -342,7 +342,7 @@ def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference fi
                 ):
     "Evaluate a trained model on Market-1501: print the scorecard and write scorecard.json."
     with cli_errors('secondsight-evaluate'):
-        require_flags('secondsight-evaluate', weights=weights)
+        [weights] = require_flags('secondsight-evaluate', weights=weights)
         require_at_least(1, max_query=max_query, max_gallery=max_gallery); require_at_least(0, num_workers=num_workers)
         model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed, arch)
         if onnx: model, dev = OnnxModel(onnx), torch.device('cpu')

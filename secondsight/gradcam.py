@@ -50,7 +50,7 @@ def gradients(self:GradCAM,
               similarity:str='cosine', # 'cosine' or 'dot'
              )->tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     "`(A, dS/dA, S)`: the stage's activations `(N, C, h, w)`, each image's score's gradient with respect to them, the `(N,)` scores."
-    dev, store = next(self.model.parameters()).device, {}
+    dev, store = next(self.model.parameters()).device, dict[str, torch.Tensor]()
     hook = self.layer.register_forward_hook(lambda m, i, o: store.__setitem__('A', o))
     was_training = self.model.training
     self.model.eval()
@@ -66,7 +66,7 @@ def gradients(self:GradCAM,
     return store['A'].detach().float(), grad.float(), score.detach().cpu().numpy()
 
 # %% ../nbs/20_gradcam.ipynb #8fb87419
-def _cams(A:torch.Tensor, grad:torch.Tensor, size:tuple[int, int])->np.ndarray:
+def _cams(A:torch.Tensor, grad:torch.Tensor, size:tuple)->np.ndarray:
     "Grad-CAM maps `(N, *size)` in [0, 1] from activations and gradients `(N, C, h, w)`."
     cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * A).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=size, mode='bilinear', align_corners=False)[:, 0].clamp(min=0)
@@ -135,9 +135,9 @@ def overlay_cam(img, # a file, PIL image, or (H, W, 3) uint8 array
     a = np.asarray(read_image(img) if isinstance(img, (str, Path, Image.Image)) else img, dtype=np.uint8)
     cam = np.asarray(cam, np.float32)
     if cam.shape != a.shape[:2]: cam = cv2.resize(cam, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), getattr(cv2, f'COLORMAP_{colormap.upper()}'))
+    heat = cv2.applyColorMap((255 * np.clip(cam, 0, 1)).astype(np.uint8), getattr(cv2, f'COLORMAP_{colormap.upper()}'))
     heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
-    return np.uint8(np.clip((1 - alpha) * a + alpha * heat, 0, 255))
+    return np.clip((1 - alpha) * a + alpha * heat, 0, 255).astype(np.uint8)
 
 # %% ../nbs/20_gradcam.ipynb #033dac82
 def explain_matches(gradcam:GradCAM, # the explainer (its model and cfg are the search's)
@@ -249,12 +249,12 @@ def deletion_check(gradcam:GradCAM, # the explainer
                   )->DeletionResult:
     "`deletion_drops` of every pair, in batches."
     if not 0 < fraction < 1: raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
-    d = [np.zeros((0, 2))]
+    parts = [np.zeros((0, 2))]
     for i in range(0, len(pairs), batch_size):
         qs, xs = _pair_tensors(gradcam, pairs[i:i + batch_size])
         refs = _references(gradcam, qs)
-        d.append(_drops(gradcam, xs, refs, gradcam.maps(xs, refs), fraction, seed))
-    d = np.concatenate(d).astype(np.float64)
+        parts.append(_drops(gradcam, xs, refs, gradcam.maps(xs, refs), fraction, seed))
+    d = np.concatenate(parts).astype(np.float64)
     return DeletionResult(d[:, 0], d[:, 1], fraction)
 
 # %% ../nbs/20_gradcam.ipynb #84b0426b
@@ -282,8 +282,8 @@ def randomized_copy(model:torch.nn.Module, # a trained model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in rnd.modules():
-            if hasattr(m, 'reset_running_stats'): m.reset_running_stats()
-            if hasattr(m, 'reset_parameters'): m.reset_parameters()
+            for reset in ('reset_running_stats', 'reset_parameters'):
+                if callable(f := getattr(m, reset, None)): f()
     if all(torch.equal(a, b) for a, b in zip(model.parameters(), rnd.parameters())):
         raise ValueError(f"re-initialising with seed {seed} reproduced the model's weights (an untrained model built with that seed?): pass another seed")
     return rnd

@@ -7,7 +7,7 @@ Docs: https://secondsight.github.io/secondsight/knn.html.md"""
 # %% ../nbs/18_knn.ipynb #300d7f1a
 from __future__ import annotations
 import importlib.util
-from typing import Optional
+from typing import Any, Optional
 import numpy as np, torch
 from fastcore.basics import patch
 
@@ -23,7 +23,7 @@ class BruteForceSearcher:
                 ):
         if metric not in ('cosine', 'euclidean'): raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
         self.gf, self.metric = torch.as_tensor(gf).float(), metric
-        self.g_sq = (self.gf ** 2).sum(1) if metric == 'euclidean' else None
+        self.g_sq: torch.Tensor|None = (self.gf ** 2).sum(1) if metric == 'euclidean' else None  # squared norms
 
     kind = 'exact'
     def __len__(self): return len(self.gf)
@@ -36,7 +36,7 @@ class BruteForceSearcher:
         "`(distances, indices)`, each `(Q, min(k, G))`, nearest first."
         qf = torch.as_tensor(qf).float()
         sim = qf @ self.gf.T
-        dist = 1 - sim if self.metric == 'cosine' else (qf ** 2).sum(1, keepdim=True) + self.g_sq - 2 * sim
+        dist = 1 - sim if self.g_sq is None else (qf ** 2).sum(1, keepdim=True) + self.g_sq - 2 * sim
         d, i = torch.topk(dist, min(k, len(self)), dim=1, largest=False, sorted=True)
         return d.numpy(), i.numpy()
 
@@ -66,6 +66,7 @@ class FaissSearcher:
         mt = faiss.METRIC_INNER_PRODUCT if metric == 'cosine' else faiss.METRIC_L2
         self.metric, self.kind, self.n, self.refine = metric, kind, n, refine
         self.gf = x if kind == 'ivf-sq8' else None  # the exact features the shortlist is re-ranked with (not a copy)
+        index: Any  # a faiss index of the chosen kind
         if kind == 'flat': index = faiss.IndexFlatIP(dim) if metric == 'cosine' else faiss.IndexFlatL2(dim)
         elif kind.startswith('ivf'):
             nlist = nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))

@@ -37,6 +37,7 @@ class ImageDataset(torch.utils.data.Dataset):
 def _read_error(path)->str|None:
     try: read_image(path)
     except OSError as e: return str(e)
+    return None
 
 def unreadable_images(records:list, # `ImageRecord`s, `(path, pid, camid)` tuples or paths
                       threads:int|None=None, # reading threads (default: the CPU count, at most 8)

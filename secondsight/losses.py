@@ -63,7 +63,7 @@ class TripletLoss(nn.Module):
         super().__init__()
         self.margin = margin
         self.ranking = nn.SoftMarginLoss() if margin is None else nn.MarginRankingLoss(margin=margin)
-        self.last_dist_ap = self.last_dist_an = None
+        self.last_dist_ap: torch.Tensor|None = None; self.last_dist_an: torch.Tensor|None = None
 
     def forward(self,
                 feat:torch.Tensor, # (N, D) features (the pre-BN ones in `ReIDModel`)

@@ -298,7 +298,7 @@ def _has_numba():
     return True
 
 # %% ../nbs/10_metrics.ipynb #99ddeaaa
-def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
+def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids)->tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "A contiguous float (Q, G) numpy matrix and four int64 label arrays of matching lengths."
     if isinstance(distmat, torch.Tensor): distmat = distmat.detach().cpu().numpy()
     distmat = np.asarray(distmat)

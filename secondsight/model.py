@@ -97,7 +97,7 @@ def build_backbone(arch:str='resnet50', # a ResNet ('resnet18' ... 'resnet152') 
     if last_stride not in (1, 2): raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
     if arch in OSNET_NAMES:
         if last_stride != 1: raise ValueError(f"last_stride=2 applies to ResNets only: {arch} keeps a 16x8 map at 256x128; use 1")
-        net, names = OSNet(arch), OSNET_TRUNK
+        net, names = OSNet(arch), tuple(OSNET_TRUNK)
     else:
         import torchvision
         net, names = getattr(torchvision.models, arch)(weights=None), ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
@@ -156,21 +156,21 @@ class ReIDModel(nn.Module):
         if neck_feat not in ('after', 'before'): raise ValueError(f"neck_feat must be 'after' or 'before', got {neck_feat!r}")
         self.backbone = build_backbone(backbone, pretrained, last_stride)
         if backbone in OSNET_NAMES: self.feat_dim = OSNET_CHANNELS[backbone][-1]
-        else: last = self.backbone.layer4[-1]; self.feat_dim = (last.conv3 if hasattr(last, 'conv3') else last.conv2).out_channels
+        else: self.feat_dim = [m.out_channels for m in self.backbone.modules() if isinstance(m, nn.Conv2d)][-1]  # the last block's last conv
         self.pool = GeM(gem_p) if pooling == 'gem' else nn.AdaptiveAvgPool2d(1) if pooling == 'avg' else nn.AdaptiveMaxPool2d(1)
         self.head = zoo_head(self.feat_dim) if neck == 'fc' else None  # torchreid's head: its output is the feature
-        if self.head is not None: self.feat_dim = self.head[0].out_features
+        if self.head is not None: self.feat_dim = next(m.out_features for m in self.head.modules() if isinstance(m, nn.Linear))
+        self.bottleneck: nn.Module = nn.Identity()  # 'none' and 'fc': the features as they are
         if neck == 'bnneck':
-            self.bottleneck = nn.BatchNorm1d(self.feat_dim)
-            nn.init.constant_(self.bottleneck.weight, 1.); nn.init.constant_(self.bottleneck.bias, 0.)
-            self.bottleneck.bias.requires_grad_(False)
-        else: self.bottleneck = nn.Identity()
+            self.bottleneck = bn = nn.BatchNorm1d(self.feat_dim)
+            nn.init.constant_(bn.weight, 1.); nn.init.constant_(bn.bias, 0.)
+            bn.bias.requires_grad_(False)
+        self.classifier: nn.Linear|None = None  # identity logits, for training only
         if num_classes > 0:
-            self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
-            nn.init.normal_(self.classifier.weight, std=0.001)
-        else: self.classifier = None
+            self.classifier = fc = nn.Linear(self.feat_dim, num_classes, bias=False)
+            nn.init.normal_(fc.weight, std=0.001)
         self.num_classes, self.neck_feat = num_classes, neck_feat
-        self.arch = dict(backbone=backbone, last_stride=last_stride, pooling=pooling, gem_p=gem_p, neck=neck,
+        self.arch: dict = dict(backbone=backbone, last_stride=last_stride, pooling=pooling, gem_p=gem_p, neck=neck,
                          neck_feat=neck_feat)
 
 # %% ../nbs/08_model.ipynb #72758880
@@ -204,7 +204,7 @@ def unwrap_model(model:nn.Module, # a model, possibly inside DDP / DataParallel 
                 )->nn.Module:
     "The model inside DDP / DataParallel / `torch.compile` wrappers."
     while True:
-        if hasattr(model, '_orig_mod'): model = model._orig_mod
+        if hasattr(model, '_orig_mod'): model = getattr(model, '_orig_mod')
         elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)): model = model.module
         else: return model
 

@@ -112,7 +112,7 @@ OSNET_TRUNK = ('conv1', 'maxpool', 'conv2', 'conv3', 'conv4', 'conv5')  # the la
 
 def _stage(n:int, cin:int, cout:int, transition:bool)->nn.Sequential:
     "`n` omni-scale blocks from `cin` to `cout` channels, then (if `transition`) a 1x1 conv and a 2x2 average pool."
-    blocks = [OSBlock(cin, cout)] + [OSBlock(cout, cout) for _ in range(n - 1)]
+    blocks: list[nn.Module] = [OSBlock(cin, cout), *(OSBlock(cout, cout) for _ in range(n - 1))]
     if transition: blocks.append(nn.Sequential(Conv1x1(cout, cout), nn.AvgPool2d(2, stride=2)))
     return nn.Sequential(*blocks)
 

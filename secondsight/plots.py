@@ -45,10 +45,10 @@ def plot_cmc(results, # `Scorecard`, {name: `RankResult` or cmc array}, or one c
 
 # %% ../nbs/14_plots.ipynb #a779ae0b
 def positive_negative_distances(distmat:np.ndarray, # (Q, G) distances
-                                q_pids:Sequence[int], # query identities
-                                g_pids:Sequence[int], # gallery identities
-                                q_camids:Sequence[int], # query cameras
-                                g_camids:Sequence[int], # gallery cameras
+                                q_pids:np.ndarray, # query identities
+                                g_pids:np.ndarray, # gallery identities
+                                q_camids:np.ndarray, # query cameras
+                                g_camids:np.ndarray, # gallery cameras
                                )->tuple[np.ndarray, np.ndarray]:
     "Distances of all (query, true match) pairs and of all (query, other identity) pairs; junk (`keep_mask`) excluded."
     distmat, q_pids = np.asarray(distmat), np.asarray(q_pids)[:, None]
@@ -58,7 +58,7 @@ def positive_negative_distances(distmat:np.ndarray, # (Q, G) distances
 
 # %% ../nbs/14_plots.ipynb #1e3b1940
 def plot_distance_distributions(distmat:np.ndarray, # (Q, G) distances
-                                *labels:Sequence[int], # `q_pids, g_pids, q_camids, g_camids`, as in `positive_negative_distances`
+                                *labels:np.ndarray, # `q_pids, g_pids, q_camids, g_camids`, as in `positive_negative_distances`
                                 bins:int=50, # histogram bins
                                 title:str='Query-gallery distances', # axes title
                                 save_path:str|Path|None=None, # also write the figure here
@@ -77,10 +77,10 @@ def plot_distance_distributions(distmat:np.ndarray, # (Q, G) distances
 
 # %% ../nbs/14_plots.ipynb #e28fc6a7
 def camera_pair_rank1(distmat:np.ndarray, # (Q, G) distances
-                      q_pids:Sequence[int], # query identities
-                      g_pids:Sequence[int], # gallery identities
-                      q_camids:Sequence[int], # query cameras
-                      g_camids:Sequence[int], # gallery cameras
+                      q_pids:np.ndarray, # query identities
+                      g_pids:np.ndarray, # gallery identities
+                      q_camids:np.ndarray, # query cameras
+                      g_camids:np.ndarray, # gallery cameras
                       cams:Sequence[int]|None=None, # camera ids to report (default: all seen)
                      )->tuple[np.ndarray, np.ndarray, list]:
     "`(acc, counts, cams)`: Rank-1 of camera-a queries among camera-b gallery images (NaN: no query had a match there)."
@@ -104,20 +104,21 @@ def camera_pair_rank1(distmat:np.ndarray, # (Q, G) distances
 
 # %% ../nbs/14_plots.ipynb #5a19cfc2
 def plot_camera_pair_accuracy(distmat:np.ndarray, # (Q, G) distances
-                              *labels:Sequence[int], # `q_pids, g_pids, q_camids, g_camids` (cameras 0-based), as in `camera_pair_rank1`
+                              *labels:np.ndarray, # `q_pids, g_pids, q_camids, g_camids` (cameras 0-based), as in `camera_pair_rank1`
                               cams:Sequence[int]|None=None, # camera ids to show (default: all seen)
                               title:str='Rank-1 per camera pair', # axes title
                               save_path:str|Path|None=None, # also write the figure here
                              ):
     "Heatmap of `camera_pair_rank1`: rows query camera, columns gallery camera, cells Rank-1 % and count."
-    acc, counts, cams = camera_pair_rank1(distmat, *labels, cams=cams)
+    q_pids, g_pids, q_camids, g_camids = labels
+    acc, counts, cams = camera_pair_rank1(distmat, q_pids, g_pids, q_camids, g_camids, cams=cams)
     n = len(cams)
     fig = new_figure((1.0 + .75 * n, .6 + .65 * n))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(100 * acc), vmin=0, vmax=100, cmap='viridis')
     ax.set_facecolor((.85, .85, .85))
-    labels = [f'c{c + 1}' for c in cams]  # Market names cameras c1..c6; camids are 0-based
-    ax.set_xticks(range(n), labels); ax.set_yticks(range(n), labels)
+    names = [f'c{c + 1}' for c in cams]  # Market names cameras c1..c6; camids are 0-based
+    ax.set_xticks(range(n), names); ax.set_yticks(range(n), names)
     ax.set(xlabel='gallery camera', ylabel='query camera', title=title)
     for a in range(n):
         for b in range(n):

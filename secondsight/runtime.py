@@ -71,7 +71,7 @@ def remove_stale_temps(folder:str|Path, # the folder to clean (not its subfolder
                        max_age:float=3600, # seconds without a write after which any temporary file of ours is stale
                       )->list[Path]:
     "Delete the temporary files `atomic_write` left in `folder` in a killed run; the paths deleted."
-    folder, now, gone = Path(folder), time.time(), []
+    folder, now, gone = Path(folder), time.time(), list[Path]()
     if not folder.is_dir(): return gone
     for p in sorted(folder.iterdir()):
         m = _TEMP_NAME.match(p.name)

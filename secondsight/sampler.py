@@ -34,7 +34,8 @@ class PKSampler(Sampler):
         order = np.argsort(inv, kind='stable')
         self.index_groups = np.split(order, np.cumsum(np.bincount(inv))[:-1])  # indices of each identity, ascending
         self.pids, self.p, self.k, self.seed = pids, int(p), int(k), int(seed)
-        self.num_replicas, self.rank, self.epoch, self._cache = int(num_replicas), int(rank), 0, None
+        self.num_replicas, self.rank, self.epoch = int(num_replicas), int(rank), 0
+        self._cache: tuple[int, list[list[int]]]|None = None  # (epoch, this rank's batches)
 
     def set_epoch(self,
                   epoch:int, # the epoch about to start

@@ -64,6 +64,7 @@ def build_optimizers(cfg:Config, # the run config (`solver` and `loss` sections)
     groups = [dict(params=weights, lr=s.base_lr, weight_decay=s.weight_decay, name='weights'),
               dict(params=biases, lr=s.base_lr * s.bias_lr_factor, weight_decay=s.weight_decay_bias, name='biases')]
     groups = [g for g in groups if g['params']]
+    opt: torch.optim.Optimizer
     if s.optimizer == 'adam': opt = torch.optim.Adam(groups, lr=s.base_lr)
     elif s.optimizer == 'sgd': opt = torch.optim.SGD(groups, lr=s.base_lr, momentum=s.momentum)
     else: raise ConfigError(f"solver.optimizer must be 'adam' or 'sgd', got {s.optimizer!r}")

@@ -35,15 +35,16 @@ def embed_images(model:torch.nn.Module, # an embedding model (e.g. from `load_we
                  batch_size:int=64, # images per forward pass
                 )->tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     "`(feats, ok, failed)`: `embed_batch` of the readable images, their positions in `paths`, and `(path, reason)` of the others."
-    tf, feats, ok, failed, batch = test_transform(cfg), [], [], [], []
+    tf, parts, ok, failed = test_transform(cfg), [], [], []
+    batch: list[torch.Tensor] = []  # transformed images waiting for a forward pass
     def flush():
-        if batch: feats.append(embed_batch(model, torch.stack(batch), cfg.test.flip, cfg.test.normalize)); batch.clear()
+        if batch: parts.append(embed_batch(model, torch.stack(batch), cfg.test.flip, cfg.test.normalize)); batch.clear()
     for i, p in enumerate(paths):
         try: batch.append(tf(read_image(p))); ok.append(i)
         except OSError as e: failed.append((str(p), str(e).replace(f'{str(p)!r}: ', '', 1)))  # the reason, without the path
         if len(batch) == batch_size: flush()
     flush()
-    feats = torch.cat(feats) if feats else torch.zeros(0, 0)
+    feats = torch.cat(parts) if parts else torch.zeros(0, 0)
     bad = [str(paths[ok[j]]) for j in torch.nonzero(~feats.isfinite().all(1)).flatten().tolist()]
     if bad: raise ValueError(f"the model gave non-finite features (NaN or inf) for {len(bad)} image(s), e.g. {bad[0]}: are the weights damaged?")
     return feats, ok, failed
@@ -234,10 +235,10 @@ def build(cls:GalleryIndex,
                f"{n['added']} new, {n['modified']} modified and {n['removed']} removed file(s)"))
         raise StaleCacheError(f"the gallery cache in {cache_dir} {why}; run without --no-update (from Python: update=True) to rebuild it")
     if todo:
-        feats, ok, failed = embed_images(model, [r['path'] for r in todo], cfg, batch_size)
-        rows += [(todo[i], feats[j].numpy()) for j, i in enumerate(ok)]
-        why = dict(failed)
-        skipped += [{**r, 'reason': why[r['path']]} for r in todo if r['path'] in why]
+        new, ok, failed = embed_images(model, [r['path'] for r in todo], cfg, batch_size)
+        rows += [(todo[i], new[j].numpy()) for j, i in enumerate(ok)]
+        reasons = dict(failed)
+        skipped += [{**r, 'reason': reasons[r['path']]} for r in todo if r['path'] in reasons]
     order = {k: i for i, (k, *_) in enumerate(files)}
     rows.sort(key=lambda r: order[r[0]['key']]); skipped.sort(key=lambda r: order[r['key']])
     feats = np.stack([f for _, f in rows]).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
@@ -260,7 +261,9 @@ def embed(self:GalleryIndex,
     t = torch.as_tensor(probe) if isinstance(probe, (torch.Tensor, np.ndarray)) else None
     if t is not None and t.dim() <= 2 and t.shape[-1] == self.feats.shape[1]: return t.float().reshape(1, -1)
     if self.model is None: raise ValueError("this GalleryIndex has no model: pass the probe as an embedding, or build the index with a model")
-    x = test_transform(self.cfg)(read_image(probe)) if isinstance(probe, (str, Path, Image.Image)) else t.float()
+    if isinstance(probe, (str, Path, Image.Image)): x = test_transform(self.cfg)(read_image(probe))
+    elif t is not None: x = t.float()
+    else: raise TypeError(f"probe must be an image file, a PIL image, an image tensor or an embedding, got {type(probe).__name__}")
     return embed_batch(self.model, x.unsqueeze(0), self.cfg.test.flip, self.cfg.test.normalize)
 
 # %% ../nbs/19_search.ipynb #de4a5519
@@ -335,7 +338,7 @@ def search_cli(weights:Annotated[str, {'required': True}]=None, # inference file
               ):
     "Search a gallery for the person in a probe crop: print the ranking and write it as CSV, JSON and a picture."
     with cli_errors('secondsight-search'):
-        require_flags('secondsight-search', weights=weights, probe=probe, gallery=gallery)
+        weights, probe, gallery = require_flags('secondsight-search', weights=weights, probe=probe, gallery=gallery)
         require_at_least(1, top_k=top_k)
         if not Path(probe).is_file(): raise FileNotFoundError(f"probe image not found: {probe}")
         model, cfg = load_weights(weights, arch=arch)

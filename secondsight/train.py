@@ -10,7 +10,7 @@ import dataclasses, errno, math, os, time, warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, cast
 import torch
 import torch.nn as nn
 import torch.distributed as dist
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .config import RECIPES_HELP, Config, ConfigError, apply_overrides, check_config, config_to_dict, load_config, save_config
 from .runtime import resolve_device, seed_everything
 from .cli import cli_errors
-from .data import build_dataset
+from .data import Market1501, build_dataset
 from .loaders import build_train_loader, unreadable_images
 from .model import ReIDModel, save_inference
 from .losses import ReIDLoss
@@ -66,7 +66,7 @@ def init_distributed(backend:str|None=None, # 'nccl' or 'gloo'; None: nccl with 
     if not dist.is_initialized():
         backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
         init = os.environ.get('SECONDSIGHT_DIST_INIT', 'env://')
-        kw = {} if init == 'env://' else dict(rank=int(os.environ['RANK']), world_size=world)
+        kw: dict = {} if init == 'env://' else dict(rank=int(os.environ['RANK']), world_size=world)
         dist.init_process_group(backend, init_method=init, **kw)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', dist.get_rank()))
 
@@ -123,7 +123,7 @@ def train_one_epoch(model:nn.Module, # the network (possibly DDP-wrapped or comp
     s, amp = cfg.solver, _amp_settings(cfg, device)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     n_iters = len(loader) if s.max_iters_per_epoch is None else min(len(loader), s.max_iters_per_epoch)
-    sums, n_seen, n_correct, t_data = defaultdict(float), 0, 0, 0.
+    sums: defaultdict[str, float] = defaultdict(float); n_seen, n_correct, t_data = 0, 0, 0.
     main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     bar = tqdm(total=n_iters, desc=f'epoch {epoch + 1}/{s.epochs}', disable=not (progress and main), leave=False, dynamic_ncols=True)
     t0 = tick = time.perf_counter()
@@ -162,7 +162,7 @@ class TrainHistory(list):
 @dataclass
 class _Run:
     "The parts of a training run."
-    cfg:Config; dataset:object; device:torch.device; rank:int; world:int
+    cfg:Config; dataset:Market1501; device:torch.device; rank:int; world:int
     model:nn.Module; criterion:ReIDLoss; optimizer:torch.optim.Optimizer; center_opt:torch.optim.Optimizer|None
     scheduler:WarmupMultiStepLR; scaler:torch.amp.GradScaler; loader:torch.utils.data.DataLoader; history:TrainHistory
     epoch:int = 0  # epochs done
@@ -193,7 +193,7 @@ def _build_run(cfg:Config, data_root, dataset, model_fn:Callable|None, rank:int=
 def _train_epoch(run:_Run, net:nn.Module, progress:bool=True)->dict:
     "Train epoch `run.epoch + 1` with `net` (the possibly wrapped model) and step the schedule; the epoch's record."
     e = run.epoch
-    if hasattr(run.loader.batch_sampler, 'set_epoch'): run.loader.batch_sampler.set_epoch(e)
+    if (set_epoch := getattr(run.loader.batch_sampler, 'set_epoch', None)) is not None: set_epoch(e)
     rec = {'epoch': e + 1, 'lr': run.optimizer.param_groups[0]['lr']}
     rec.update(train_one_epoch(net, run.loader, run.criterion, run.optimizer, run.center_opt, run.scaler, run.cfg, e, run.device,
                                progress=progress, checkpoint=run.good_ckpt))
@@ -257,9 +257,10 @@ def _save_epoch(run:_Run, rec:dict, metrics:dict|None=None):
         rec.update(metrics or {})
         better = bool(metrics) and rec.get('mAP') is not None and (run.best_map is None or rec['mAP'] > run.best_map)
         if better: run.best_map = rec['mAP']
-        state = _checkpoint_state(run, rec) if better or due else None
-        if better: save_checkpoint(out/'best.pth', state)
-        if due: save_checkpoint(out/'last.pth', state); run.good_ckpt = out/'last.pth'
+        if better or due:
+            state = _checkpoint_state(run, rec)
+            if better: save_checkpoint(out/'best.pth', state)
+            if due: save_checkpoint(out/'last.pth', state); run.good_ckpt = out/'last.pth'
         if metrics is None and run.epoch == s.epochs: save_inference(run.model, run.cfg, out/'model_inference.pth')
         write_history(run.history, out)
     if run.world > 1: dist.barrier()
@@ -286,7 +287,7 @@ def _wrap(run:_Run)->nn.Module:
     if run.world > 1:
         if s.sync_bn: net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[run.device.index] if run.device.type == 'cuda' else None)
-    return torch.compile(net) if s.compile else net
+    return cast(nn.Module, torch.compile(net)) if s.compile else net
 
 # %% ../nbs/17_train.ipynb #80639880
 def _finish(run:_Run)->TrainHistory:

@@ -69,7 +69,7 @@ def load_crop(img, # anything `as_pil` takes
     "The image as an RGB uint8 array resized to `size`."
     pil = as_pil(img)
     h, w = size
-    if pil.size != (w, h): pil = pil.resize((w, h), Image.BILINEAR)
+    if pil.size != (w, h): pil = pil.resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(pil, dtype=np.uint8)
 
 # %% ../nbs/13_viz.ipynb #56dba956
@@ -100,7 +100,7 @@ def crop_strip(tiles:list, # `(image, caption, colour)` tuples, or a list of suc
         y0 = _PAD + r * (h + _PAD + _CAPTION)
         for n, (img, caption, colour) in enumerate(row):
             x0 = _PAD + n * (w + _PAD)
-            canvas.paste(Image.new('RGB', size, 'grey') if img is None else as_pil(img).resize(size, Image.BILINEAR), (x0, y0))
+            canvas.paste(Image.new('RGB', size, 'grey') if img is None else as_pil(img).resize(size, Image.Resampling.BILINEAR), (x0, y0))
             if colour is not None:
                 draw.rectangle([x0 - _FRAME, y0 - _FRAME, x0 + w + _FRAME - 1, y0 + h + _FRAME - 1], outline=tuple(colour), width=_FRAME)
             if caption: draw.text((x0, y0 + h + _FRAME + 1), caption, fill='black')
@@ -208,7 +208,7 @@ def ranked_tiles(probe, # the probe: a path (a Market-1501 name gives its identi
     q_pid, q_camid = market_ids(probe) if isinstance(probe, (str, Path)) else (-1, -1)
     kinds = (match_kinds(q_pid, q_camid, [m.pid for m in matches], [m.camid for m in matches]) if q_pid >= 0
              else [None] * len(matches))
-    tiles = [(probe, 'probe', BORDER_COLORS['probe'])]
+    tiles: list[tuple] = [(probe, 'probe', BORDER_COLORS['probe'])]
     for m, kind in zip(matches, kinds):
         try: img = read_image(m.path)
         except OSError: img = None
@@ -224,7 +224,7 @@ def save_ranked_gallery(probe, # the probe: a path (a Market-1501 name gives its
     "Write a search result's ranked gallery to `path`: a figure, or a `crop_strip` when matplotlib is missing."
     path = Path(path)
     try: import matplotlib  # noqa: F401
-    except ImportError: matplotlib = None
+    except ImportError: matplotlib = None  # type: ignore[assignment]
     if matplotlib is None or not matches:
         return atomic_write(path, lambda f: crop_strip(ranked_tiles(probe, matches)).save(f, format='PNG'))
     q_pid, q_camid = market_ids(probe) if isinstance(probe, (str, Path)) else (-1, -1)
