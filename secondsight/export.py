@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/export.html.md"""
 
 # %% ../nbs/22_export.ipynb #bab54aff
 from __future__ import annotations
-import copy, tempfile
+import contextlib, copy, io, tempfile
 from pathlib import Path
 from typing import Annotated
 import numpy as np, torch
@@ -64,23 +64,61 @@ def calibration_batches(cfg, # the run config: image size and normalisation, `te
     pick = np.random.default_rng(seed).choice(len(records), min(n, len(records)), replace=False)
     for imgs, *_ in build_test_loader(cfg, [records[i] for i in sorted(pick)], device='cpu', num_workers=0): yield imgs.numpy()
 
+# %% ../nbs/22_export.ipynb #d5e43b30
+def _calibration_reader(batches, # (N, 3, H, W) arrays
+                        name:str, # the graph's input name
+                       ):
+    "An onnxruntime `CalibrationDataReader` of `batches` that can be limited to a range of them (`set_range`)."
+    from onnxruntime.quantization import CalibrationDataReader
+    data = [np.asarray(b, dtype=np.float32) for b in batches]
+    class Reader(CalibrationDataReader):
+        def __init__(self): self.set_range(0, len(data))
+        def __len__(self): return len(data)
+        def set_range(self, start_index:int, end_index:int): self.it = iter(data[start_index:end_index])
+        def get_next(self): return None if (b := next(self.it, None)) is None else {name: b}
+    return Reader()
+
+# %% ../nbs/22_export.ipynb #274e0536
+def _head_nodes(onnx_path:str|Path)->list[str]:
+    "The nodes of the graph whose outputs are `(N, D)` vectors: the head after global pooling (fc, BN, BNNeck)."
+    import onnx
+    g = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path))).graph
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in (*g.value_info, *g.input, *g.output)}
+    return [n.name for n in g.node if n.output and all(rank.get(o) == 2 for o in n.output)]
+
+# %% ../nbs/22_export.ipynb #e49dc9e7
+def _stem_nodes(onnx_path:str|Path)->list[str]:
+    "The convolutions that read the graph's input, the image: the stem."
+    import onnx
+    g = onnx.load(str(onnx_path)).graph
+    return [n.name for n in g.node if n.op_type == 'Conv' and g.input[0].name in n.input]
+
 # %% ../nbs/22_export.ipynb #5f835df1
 def quantize_int8(onnx_path:str|Path, # the fp32 graph (`export_onnx`)
                   path:str|Path, # the int8 `.onnx` file to write
                   batches, # calibration inputs: an iterable of (N, 3, H, W) float32 arrays (`calibration_batches`)
                   per_channel:bool=True, # one scale per output channel of each weight
+                  reduce_range:bool=True, # 7-bit weights, for CPUs without VNNI (False on a CPU with VNNI)
+                  percentile:float|None=99.999, # each activation's range: this percentile of its |values| (None: min to max)
+                  keep_head_fp32:bool=True, # leave the layers after global pooling (`_head_nodes`) in fp32
+                  keep_stem_fp32:bool=True, # leave the convolutions on the image (`_stem_nodes`) in fp32
+                  **options, # more `onnxruntime.quantization.quantize_static` arguments; they win
                  )->Path:
-    "Static int8 quantization of `onnx_path` (QDQ, uint8 reduced-range activations, int8 weights) calibrated on `batches`; written atomically."
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    "Static int8 quantization of `onnx_path` (QDQ, uint8 activations, int8 weights) calibrated on `batches`; written atomically."
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    it, name = iter(batches), OnnxModel(onnx_path).input_name
-    class Reader(CalibrationDataReader):
-        def get_next(self): return None if (b := next(it, None)) is None else {name: np.asarray(b, dtype=np.float32)}
+    reader = _calibration_reader(batches, OnnxModel(onnx_path).input_name)
+    extra:dict = {'QDQOpTypePerChannelSupportToAxis': {'BatchNormalization': 0}}  # a BN's scale is 1-d
+    if percentile is not None: extra |= {'CalibPercentile': percentile, 'CalibStridedMinMax': 1}  # histograms a batch at a time
     with tempfile.TemporaryDirectory() as tmp:
         pre, out = Path(tmp)/'pre.onnx', Path(tmp)/'int8.onnx'
         quant_pre_process(str(onnx_path), str(pre))  # shape inference and graph clean-up, as onnxruntime advises
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        keep = (_head_nodes(pre) if keep_head_fp32 else []) + (_stem_nodes(pre) if keep_stem_fp32 else [])
+        kw = dict(quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+                  activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                  calibrate_method=CalibrationMethod.MinMax if percentile is None else CalibrationMethod.Percentile)
+        kw |= options | {'extra_options': extra | options.get('extra_options', {}), 'nodes_to_exclude': keep + options.get('nodes_to_exclude', [])}
+        with contextlib.redirect_stdout(io.StringIO()): quantize_static(str(pre), str(out), reader, **kw)  # its progress prints
         return atomic_write(path, out.read_bytes())
 
 # %% ../nbs/22_export.ipynb #30216864
@@ -140,7 +178,7 @@ def export_cli(weights:Annotated[str, "inference file (`save_inference`), traini
               )->dict:
     "Export a trained model to ONNX (dynamic batch), check it against PyTorch, write the small inference weights, optionally int8."
     with cli_errors('secondsight-export'):
-        require_flags('secondsight-export', weights=weights)
+        [weights] = require_flags('secondsight-export', weights=weights)
         if format.lower() != 'onnx': raise ValueError(f"unsupported export format {format!r}; only 'onnx' is supported")
         require_at_least(7, opset=opset); require_at_least(1, calib_images=calib_images); require_at_least(0, atol=atol)
         model, cfg = load_weights(weights, device='cpu', arch=arch)
