@@ -13,8 +13,8 @@ random batch, timed in interleaved rounds (best round kept, so a busy moment hur
 - `backend='torch'`: one batched pass over image + mirror, channels_last input (the fallback without onnxruntime);
 - torch.compile (inductor) of the channels_last model, one batched pass (`--no-compile` skips it);
 - `backend='onnxruntime'` / 'auto': onnxruntime's copy of the model (the default on a CPU when it is installed);
-- onnxruntime int8 (`secondsight.export.quantize_int8`: QDQ, per-channel, reduced range), calibrated on random
-  inputs here (speed only; accuracy is `--market`'s).
+- onnxruntime int8 (`secondsight.export.quantize_int8`'s defaults: QDQ, per-channel, reduced range, percentile ranges,
+  head and stem in fp32), calibrated on random inputs here (speed only; accuracy is `--market`'s).
 For each: images/s (an image counts once, with its mirror), GFLOP/s (two passes per image; FLOPs counted with
 torch.utils.flop_counter, a multiply-add = 2), the share of this machine's fp32 matmul rate (a 2048^3 `torch.mm`
 measured at the start, between variants and at the end; the highest rate seen is used), the one-off cost (first

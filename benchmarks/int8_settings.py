@@ -1,20 +1,22 @@
 """int8 quantization settings for the OSNet-x0.25 zoo model: screened on a Market-1501 subset, the chosen ones on the full split.
 
-Run: `python benchmarks/int8_settings.py [--variants current,full_range,...] [--max-query 500] [--max-gallery 4000]`
+Run: `python benchmarks/int8_settings.py [--variants current,full_range,...] [--max-query 300] [--max-gallery 3000]`
      `python benchmarks/int8_settings.py --full --variants current,default` (the full Market-1501, 3,368 x 15,913)
 
 Each variant is a set of `secondsight.export.quantize_int8` arguments (`VARIANTS` below; `default` is quantize_int8 as
-it is, `current` the setting it had before this benchmark: reduced range, min/max ranges, every layer quantized). All are calibrated on random training crops (seed 0), never on
-test images; the calibration ranges are cached per method and crop count, so variants that differ only in how the
-ranges are used calibrate once.
+it is, `current` the setting it had before this benchmark: reduced range, min/max ranges, every layer quantized).
+All are calibrated on random training crops (`--calib-seed`), never on test images; the ranges are cached per crop
+count, seed, method and percentile, so variants that differ only in how the ranges are used calibrate once.
 
-Screen (default): a fixed subset (`subset_split`, seed 0: `--max-query` queries, their identities' gallery images and
-random distractors up to `--max-gallery`), preprocessed once and kept in memory; fp32 (onnxruntime) is embedded once.
-For each variant: the cosine between its embeddings and fp32's (flip TTA and L2 as in evaluation: the zoo config's
-protocol), mean / 1st percentile / min, and mAP and Rank-1 on the subset next to fp32's.
+Screen (default): a fixed subset (`subset_split`, seed 0: `--max-query` queries, all their identities' gallery
+images, and random distractors while the gallery is under `--max-gallery`); fp32 (onnxruntime) first, then each
+variant, one at a time (one loader pass each, so memory holds one onnxruntime session). For each variant: the cosine between its embeddings
+and fp32's (flip TTA and L2 as in evaluation: the zoo config's protocol), mean / 1st percentile / min, mAP and Rank-1
+on the subset next to fp32's, and images/s (taken at different moments: compare speeds in `--full`'s results).
 
-Full (`--full`): one loader pass over the full query + gallery feeds fp32 and every listed variant, each timed on the
-same batches (images/s, an image counts once with its mirror); mAP and Rank-1 of each and their difference from fp32.
+Full (`--full`): one loader pass over the full query + gallery feeds fp32 and every listed variant, taking each batch
+in turn, each timed on the same batches (images/s, an image counts once with its mirror); mAP and Rank-1 of each and
+their difference from fp32.
 Target: int8 within 0.5 point of fp32 in mAP and Rank-1.
 Writes benchmarks/results/int8_settings_subset.json or benchmarks/results/int8_settings_market.json.
 """
@@ -104,6 +106,27 @@ def quantize(name, fp32_path, cfg, ds, tmp, seed=0):
     return q, time.perf_counter() - t0
 
 
+def embed(engines, batches, flip, total):
+    "Features of every engine ({name: [batch features]}) and the seconds each spent, the engines taking each batch in turn."
+    feats, secs, t_start = (
+        {k: [] for k in engines},
+        {k: 0.0 for k in engines},
+        time.perf_counter(),
+    )
+    for i, (imgs, *_) in enumerate(batches):
+        for k, m in engines.items():
+            t0 = time.perf_counter()
+            feats[k].append(_embed(m, imgs, flip, True))
+            secs[k] += time.perf_counter() - t0
+        if i % 20 == 0:
+            n = sum(len(f) for f in next(iter(feats.values())))
+            print(
+                f"  {', '.join(engines)}: {n:,}/{total:,} images, {time.perf_counter() - t_start:.0f}s",
+                flush=True,
+            )
+    return feats, secs
+
+
 def scores(feats, pids, camids, paths, nq, cfg):
     fs = Features(feats, pids, camids, paths)
     sc = evaluate_features(
@@ -155,32 +178,33 @@ def run(args):
         load_average_start=os.getloadavg(),
         variants={k: VARIANTS[k] for k in names},
     )
-    engines, qsecs = {"fp32": OnnxModel(fp32_path)}, {}
-    for k in names:
+    qsecs = {}
+
+    def int8(k):
         q, qsecs[k] = quantize(k, fp32_path, cfg, ds, tmp, args.calib_seed)
-        engines[k] = OnnxModel(q)
         print(f"  quantized {k} in {qsecs[k]:.1f}s", flush=True)
-    feats, secs, t_start = (
-        {k: [] for k in engines},
-        {k: 0.0 for k in engines},
-        time.perf_counter(),
-    )
-    for i, (imgs, *_) in enumerate(
-        build_test_loader(cfg, records, device="cpu", num_workers=args.num_workers)
-    ):
-        for k, m in engines.items():
-            t0 = time.perf_counter()
-            feats[k].append(_embed(m, imgs, flip, True))
-            secs[k] += time.perf_counter() - t0
-        if i % 20 == 0:
-            n = sum(len(f) for f in feats["fp32"])
-            print(
-                f"  {n:,}/{len(records):,} images, {time.perf_counter() - t_start:.0f}s",
-                flush=True,
-            )
+        return OnnxModel(q)
+
+    def loader():
+        return build_test_loader(
+            cfg, records, device="cpu", num_workers=args.num_workers
+        )
+
+    if args.full:
+        # every engine on the same batches in turn: a busy moment slows them alike
+        engines = {"fp32": OnnxModel(fp32_path)} | {k: int8(k) for k in names}
+        feats, secs = embed(engines, loader(), flip, len(records))
+    else:
+        # one engine at a time, so memory holds one onnxruntime session
+        feats, secs = embed(
+            {"fp32": OnnxModel(fp32_path)}, loader(), flip, len(records)
+        )
+        for k in names:
+            f, t = embed({k: int8(k)}, loader(), flip, len(records))
+            feats, secs = feats | f, secs | t
     ref = torch.cat(feats["fp32"])
     rows = {}
-    for k in engines:
+    for k in feats:
         f = torch.cat(feats[k])
         m, r1 = scores(f, pids, camids, paths, nq, cfg)
         rows[k] = dict(mAP=m, rank1=r1, images_per_s=round(len(records) / secs[k], 1))
@@ -225,8 +249,8 @@ def main():
         action="store_true",
         help="the full query and gallery instead of a subset",
     )
-    ap.add_argument("--max-query", type=int, default=500)
-    ap.add_argument("--max-gallery", type=int, default=4000)
+    ap.add_argument("--max-query", type=int, default=300)
+    ap.add_argument("--max-gallery", type=int, default=3000)
     ap.add_argument(
         "--calib-seed", type=int, default=0, help="seed of the random calibration crops"
     )
