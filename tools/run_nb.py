@@ -1,6 +1,6 @@
 """Run notebooks top to bottom and save their outputs, so the docs pages show what the text promises.
 
-    python tools/run_nb.py [--flags slow] nbs/13_viz.ipynb [more.ipynb ...]
+    python tools/run_nb.py [--flags slow] nbs/17_viz.ipynb [more.ipynb ...]
 
 Each notebook runs in its own folder with nbdev's execnb (as `nbdev-test` does: cells flagged `slow` or `cuda`
 are skipped unless named in `--flags`). A cell whose source has a line `# output not saved` runs, but its outputs
