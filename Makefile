@@ -5,12 +5,13 @@ DATA_ROOT  ?= $(REID_DATA_ROOT)
 OUTPUT_DIR ?= outputs/$(notdir $(basename $(CONFIG)))
 DEVICE     ?= auto
 WEIGHTS    ?= $(OUTPUT_DIR)/model_inference.pth
+GALLERY    ?= outputs/gallery
 DATA_FLAG   = $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)",)
 
-.PHONY: help install test lint format typecheck docs train eval demo download
+.PHONY: help install test lint format typecheck docs train eval demo download app docker-build docker-run
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install:  ## the library, every extra and the development tools, editable
 	pip install -e ".[dev]"
@@ -41,3 +42,12 @@ demo:  ## the first look: a quick model (or WEIGHTS if that file exists), a sear
 
 download:  ## Market-1501 with kagglehub (network and a Kaggle account)
 	secondsight-download
+
+app:  ## the web app on http://127.0.0.1:7860: search GALLERY (a folder of crops) with WEIGHTS
+	secondsight-app $(if $(wildcard $(WEIGHTS)),--weights $(WEIGHTS) --gallery $(GALLERY),) --device $(DEVICE)
+
+docker-build:  ## the web app's container image (Dockerfile; never built by us: no Docker engine on our machines)
+	docker build -t secondsight-app .
+
+docker-run:  ## the container, published on 127.0.0.1:7860 only, ./outputs mounted (WEIGHTS and GALLERY inside it)
+	docker run --rm -p 127.0.0.1:7860:7860 -v "$(CURDIR)/outputs:/home/app/outputs" secondsight-app --weights $(WEIGHTS) --gallery $(GALLERY)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from secondsight.config import Config
-from secondsight.data import Market1501, make_fake_market
+from secondsight.datasets import Market1501, make_fake_market
 from secondsight.loaders import build_train_loader
 
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from secondsight.model import ReIDModel, count_flops, load_weights
-from secondsight.evaluate import OnnxModel, cpu_copy, _embed
+from secondsight.extract import OnnxModel, cpu_copy, _embed
 
 RESULTS = Path(__file__).parent / "results"
 PEERS = Path(os.environ.get("SECONDSIGHT_PEERS_DIR", "/work/shared/peers"))
@@ -77,7 +77,7 @@ def build_model(name: str):
 
 def int8_copy(model, h, w, batches):
     "An int8 OnnxModel of `model`, calibrated on `batches`."
-    from secondsight.evaluate import onnx_bytes
+    from secondsight.extract import onnx_bytes
     from secondsight.export import quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,9 +222,10 @@ def speed(args):
 
 def market(args):
     "int8 against fp32 (both onnxruntime) on the full Market-1501 with the OSNet-x0.25 zoo model."
-    from secondsight.data import build_dataset
+    from secondsight.datasets import build_dataset
     from secondsight.loaders import build_test_loader
-    from secondsight.evaluate import Features, evaluate_features, onnx_bytes
+    from secondsight.evaluate import evaluate_features
+    from secondsight.extract import Features, onnx_bytes
     from secondsight.export import calibration_batches, quantize_int8
 
     if not ZOO.is_file():
@@ -247,7 +248,7 @@ def market(args):
         engines = {"fp32": OnnxModel(fp32_path), "int8": OnnxModel(q)}
         query, gallery = ds.query, ds.gallery
         if args.limit:  # a trial on a subset: limit/5 queries, `limit` gallery images
-            from secondsight.data import subset_split
+            from secondsight.datasets import subset_split
 
             query, gallery = subset_split(
                 query, gallery, max(1, args.limit // 5), args.limit, 0

@@ -1,6 +1,6 @@
 """The GPU check: the path a Colab user takes, on CUDA, in one command and without Market-1501.
 
-It writes a synthetic Market-style folder of JPEGs (`secondsight.data.make_fake_market`: tens of identities, six
+It writes a synthetic Market-style folder of JPEGs (`secondsight.datasets.make_fake_market`: tens of identities, six
 cameras), then checks, each step recorded with its time and peak GPU memory:
 
 1. `notebooks`: the `#| cuda` cells of the notebooks, run the way `nbdev-test --flags cuda` runs them (nbdev's own
@@ -223,7 +223,7 @@ def environment(device: torch.device) -> dict:
 
 def synthetic_market(report: Report, root: Path, size: dict) -> object:
     "A Market-style folder of JPEG crops (six cameras) read back with `Market1501`."
-    from secondsight.data import Market1501, make_fake_market
+    from secondsight.datasets import Market1501, make_fake_market
 
     with report.check("data") as rec:
         make_fake_market(
@@ -829,7 +829,8 @@ def _eager_reference(model, loader, flip: bool, normalize: bool) -> torch.Tensor
 
 def extract_eval(report: Report, ds, cfg, hist, size: dict):
     "Features and metrics on the device, against eager fp32 on the CPU; `evaluate_rank` and `re_ranking` on them."
-    from secondsight.evaluate import evaluate_model, extract_features, feature_distances
+    from secondsight.evaluate import evaluate_model, feature_distances
+    from secondsight.extract import extract_features
     from secondsight.loaders import build_test_loader
     from secondsight.metrics import evaluate_rank
     from secondsight.model import load_inference

@@ -26,14 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from secondsight.data import build_dataset, subset_split
-from secondsight.evaluate import (
-    Features,
-    OnnxModel,
-    _embed,
-    evaluate_features,
-    onnx_bytes,
-)
+from secondsight.datasets import build_dataset, subset_split
+from secondsight.evaluate import evaluate_features
+from secondsight.extract import Features, OnnxModel, _embed, onnx_bytes
 from secondsight.export import calibration_batches, quantize_int8
 from secondsight.loaders import build_test_loader
 from secondsight.model import load_weights

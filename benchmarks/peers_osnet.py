@@ -6,7 +6,7 @@ Needs: `SECONDSIGHT_PEERS_DIR` (default `../shared/peers` next to the repo) hold
 never copied into the repo. `REID_DATA_ROOT` (default /work/shared/data/Market-1501-v15.09.15) is Market-1501.
 
 What runs: secondsight's OSNet (`secondsight.osnet.load_osnet`, Zhou et al., ICCV 2019), loaded with strict key checking; our data pipeline
-(`Market1501`, `build_test_loader`: 256x128, ImageNet normalisation), `secondsight.evaluate.extract_features`,
+(`Market1501`, `build_test_loader`: 256x128, ImageNet normalisation), `secondsight.extract.extract_features`,
 `secondsight.evaluate.feature_distances`, `secondsight.metrics.evaluate_rank`, `secondsight.rerank.re_ranking`.
 Every image is embedded once with its mirror (features cached under /tmp, so reruns are cheap); the settings are
 derived from the cache: flip TTA off/on x L2-normalised (cosine) / raw (Euclidean, torchreid's default test).
@@ -137,7 +137,7 @@ def embed(
 ):
     "Raw (unnormalised) features of `records` (or of their mirrors), from the cache or with `extract_features`."
     from secondsight.loaders import build_test_loader
-    from secondsight.evaluate import extract_features
+    from secondsight.extract import extract_features
 
     path = (
         cache_dir
@@ -230,7 +230,7 @@ def preprocessing_check(model, records, cfg, n: int):
 def extract_features_check(model, records, cfg, f, fm, n: int):
     "`extract_features(flip=True, normalize=True)` on the first `n` records vs the cached raw features (and mirrors)."
     from secondsight.loaders import build_test_loader
-    from secondsight.evaluate import embed_batch, extract_features
+    from secondsight.extract import embed_batch, extract_features
 
     loader = build_test_loader(cfg, records[:n], device="cpu", num_workers=0)
     r = extract_features(
@@ -481,7 +481,7 @@ def main():
         args.out = "/tmp/peers_osnet_quick.json"  # never overwrite the full run
     torch.set_num_threads(args.threads)
     from secondsight.config import Config
-    from secondsight.data import Market1501
+    from secondsight.datasets import Market1501
 
     peers = peers_dir()
     root = os.environ.get("REID_DATA_ROOT", "/work/shared/data/Market-1501-v15.09.15")
@@ -489,7 +489,7 @@ def main():
     ds.summary()
     q, g = ds.query, ds.gallery
     if args.quick:
-        from secondsight.data import subset_split
+        from secondsight.datasets import subset_split
 
         q, g = subset_split(q, g, 60, 600, seed=0)
     cfg = Config()

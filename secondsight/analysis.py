@@ -16,15 +16,18 @@ from .cli import cli_errors, require_flags
 from .config import RECIPES_HELP, TestConfig
 from .metrics import per_query_scores
 from .rerank import re_ranking
-from .evaluate import (Features, Scorecard, evaluate_features, evaluate_model, evaluation_inputs, feature_distances,
+from .extract import Features
+from .evaluate import (Scorecard, evaluate_features, evaluate_model, evaluation_inputs, feature_distances,
                                   self_match_camids)
 from .viz import plot_ranked_gallery
-from .plots import plot_camera_pair_accuracy, plot_cmc, plot_distance_distributions
+from .plots import plot_camera_pair_accuracy, plot_cmc, plot_distance_distributions, plot_roc
 from .search import Match
 from .gradcam import GradCAM, save_explanations
+from .verify import Calibration, calibration_from, pair_distances, verification_metrics, verification_summary
 
 # %% auto #0
-__all__ = ['analysis_distances', 'write_figures', 'worst_queries', 'explain_queries', 'visualize_cli']
+__all__ = ['analysis_distances', 'write_figures', 'worst_queries', 'apply_calibration', 'camera_subset', 'camera_drift',
+           'explain_queries', 'visualize_cli']
 
 # %% ../nbs/26_analysis.ipynb #01998c0e
 def analysis_distances(qf:Features, # query features (`extract_features`)
@@ -51,10 +54,12 @@ def write_figures(dm:np.ndarray, # (Q, G) distances (`analysis_distances`)
                   num_queries:int=4, # queries in each ranked-gallery figure
                   top_k:int=10, # matches per query in the ranked galleries
                  )->dict:
-    "Write the CMC, distance, camera-pair and ranked-gallery figures to `out`; `{name: path}`."
-    files = {k: out/f'{k}.png' for k in ('cmc', 'distances', 'camera_pairs', 'ranked_gallery', 'worst_queries')}
+    "Write the CMC, distance (thresholds marked), ROC, camera-pair and ranked-gallery figures to `out`; `{name: path}`."
+    files = {k: out/f'{k}.png' for k in ('cmc', 'distances', 'roc', 'camera_pairs', 'ranked_gallery', 'worst_queries')}
     plot_cmc(sc, save_path=files['cmc'])
-    plot_distance_distributions(dm, *lab, save_path=files['distances'])
+    ver = verification_metrics(dm, *lab)  # the ROC, and the thresholds marked on the distances
+    plot_roc(ver, save_path=files['roc'])
+    plot_distance_distributions(dm, *lab, thresholds=calibration_from(ver).thresholds, save_path=files['distances'])
     plot_camera_pair_accuracy(dm, *lab, save_path=files['camera_pairs'])
     rg = dict(zip(('q_pids', 'g_pids', 'q_camids', 'g_camids'), lab), num_queries=num_queries, top_k=top_k)
     plot_ranked_gallery(dm, q_paths, g_paths, **rg, title='ranked gallery', save_path=files['ranked_gallery'])
@@ -71,6 +76,38 @@ def worst_queries(dm:np.ndarray, # (Q, G) distances
     ap, _ = per_query_scores(dm, *lab)
     order = [int(i) for i in np.argsort(np.where(np.isnan(ap), np.inf, ap), kind='stable') if not np.isnan(ap[i])][:n]
     return [{'query': Path(q_paths[i]).name, 'AP': float(ap[i])} for i in order]
+
+# %% ../nbs/26_analysis.ipynb #94772fce
+def apply_calibration(cal:Calibration, # thresholds to test
+                      pos:np.ndarray, # sorted genuine distances of labelled pairs (`verify.pair_distances`)
+                      neg:np.ndarray, # sorted impostor distances
+                     )->dict:
+    "Per rate name: the promised and the observed false-match rate of `cal`'s threshold on these pairs, and the TMR."
+    out = {}
+    for k, t in cal.thresholds.items():
+        fa, ta = int(np.searchsorted(neg, t, 'right')), int(np.searchsorted(pos, t, 'right'))
+        out[k] = {'promised_fmr': float(k), 'observed_fmr': fa / len(neg), 'false_matches': fa, 'num_negative': len(neg),
+                  'tmr': ta / len(pos), 'threshold': t}
+    return out
+
+def camera_subset(distmat, q_pids, g_pids, q_camids, g_camids, # an evaluation, as for `evaluate_rank`
+                  *, cameras, # the camera ids to keep (0-based, as in the labels)
+                 )->tuple:
+    "`(distmat, q_pids, g_pids, q_camids, g_camids)` of the queries and gallery images seen by `cameras` only."
+    qi, gi = np.flatnonzero(np.isin(q_camids, cameras)), np.flatnonzero(np.isin(g_camids, cameras))
+    return np.asarray(distmat)[np.ix_(qi, gi)], np.asarray(q_pids)[qi], np.asarray(g_pids)[gi], np.asarray(q_camids)[qi], np.asarray(g_camids)[gi]
+
+def camera_drift(dm:np.ndarray, # (Q, G) distances
+                 lab:tuple, # `(q_pids, g_pids, q_camids, g_camids)` as evaluated
+                 calibrate_on=(0, 1, 2), # cameras (0-based) whose pairs set the thresholds
+                 apply_to=(3, 4, 5), # cameras whose pairs test them
+                )->dict:
+    "Thresholds calibrated on the pairs among `calibrate_on`, applied to the pairs among `apply_to`: promised vs observed."
+    summary = verification_summary(*camera_subset(dm, *lab, cameras=calibrate_on))  # None: no pairs there
+    cal = calibration_from(summary) if summary else Calibration({}, {}, {}, 0, 0, refused={'all': 'no pairs among these cameras'})
+    pos, neg = pair_distances(*camera_subset(dm, *lab, cameras=apply_to))
+    return {'calibrated_on': [c + 1 for c in calibrate_on], 'applied_to': [c + 1 for c in apply_to], 'refused': cal.refused,
+            'calibration_tmr': cal.tmr, 'rates': apply_calibration(cal, pos, neg) if len(pos) and len(neg) else {}}
 
 # %% ../nbs/26_analysis.ipynb #69e341e5
 def explain_queries(model, # the embedding model
@@ -125,7 +162,9 @@ def visualize_cli(weights:Annotated[str, {'required': True}]=None, # inference f
         worst = worst_queries(dm, lab, qf.paths)
         print('worst queries (AP): ' + ', '.join(f"{w['query']} {100 * w['AP']:.1f}%" for w in worst[:5]))
         index = {'weights': str(weights), 'data_root': str(ds.root), 'num_query': len(query), 'num_gallery': len(gallery),
-                 'rerank': rerank, 'scorecard': sc.to_dict(), 'worst_queries': worst, 'figures': {k: str(v) for k, v in files.items()}}
+                 'rerank': rerank, 'scorecard': sc.to_dict(), 'worst_queries': worst, 'figures': {k: str(v) for k, v in files.items()},
+                 'camera_drift': (drift := camera_drift(dm, lab))}
+        print('threshold drift, cameras 1-3 -> 4-6 (FMR promised -> observed): ' + (', '.join(f"{k} -> {v['observed_fmr']:.2g}" for k, v in drift['rates'].items()) or 'too few pairs'))
         atomic_write(out/'index.json', json.dumps(index, indent=1, default=str))
         print(f"wrote {len(files)} figures to {out.name}/: " + ', '.join(Path(f).name for f in files.values()))
         return files

@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/config.html.md"""
 
 # %% ../nbs/01_config.ipynb #214ea3f8
 from __future__ import annotations
-import importlib.resources, math, os, re, types, typing
+import importlib.resources, math, re, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -14,16 +14,17 @@ import yaml
 from .runtime import atomic_write
 
 # %% auto #0
-__all__ = ['CONFIGS_DIR', 'RECIPES_HELP', 'DATA_ROOT_HELP', 'DataConfig', 'ModelConfig', 'LossConfig', 'SolverConfig',
-           'TestConfig', 'Config', 'ConfigError', 'check_config', 'config_from_dict', 'config_to_dict', 'yaml_load',
-           'save_config', 'recipe_names', 'config_path', 'load_config', 'apply_overrides', 'resolve_data_root']
+__all__ = ['CONFIGS_DIR', 'RECIPES_HELP', 'DataConfig', 'ModelConfig', 'LossConfig', 'SolverConfig', 'TestConfig', 'Config',
+           'ConfigError', 'check_config', 'config_from_dict', 'config_to_dict', 'yaml_load', 'save_config',
+           'recipe_names', 'config_path', 'load_config', 'apply_overrides']
 
 # %% ../nbs/01_config.ipynb #9f0874cc
 @dataclass
 class DataConfig:
     "Where the images come from and how they become a batch."
-    root: Optional[str] = None  # Market-1501 folder; `--data-root` and `REID_DATA_ROOT` take precedence
-    dataset: str = 'market1501'  # dataset name
+    root: Optional[str] = None  # the data's folder (Market-1501: `--data-root` and `REID_DATA_ROOT` take precedence)
+    dataset: str = 'market1501'  # 'market1501', 'manifest' (CSV/JSON files) or 'folders' (a folder per identity)
+    camera_pattern: Optional[str] = r'_c(\d+)'  # 'folders': regex whose group is the camera in a file name; null: cameras unknown
     kaggle_handle: str = 'pengcw1/market-1501'  # kagglehub handle used by `secondsight-download`
     height: int = 256  # input height in pixels
     width: int = 128  # input width in pixels
@@ -47,6 +48,7 @@ class ModelConfig:
     "The network: ResNet-50, GeM pooling and the BNNeck."
     backbone: str = 'resnet50'  # torchvision backbone name
     pretrained: str = 'imagenet'  # 'imagenet', a path to a state dict, or 'none'
+    init: Optional[str] = None  # fine-tuning: start from this weights file (zoo, inference or checkpoint); supersedes pretrained
     last_stride: int = 1  # stride of layer4; 1 keeps a 16x8 map for a 256x128 input
     pooling: str = 'gem'  # 'gem', 'avg' or 'max'
     gem_p: float = 3.0  # initial GeM exponent (learnable)
@@ -77,6 +79,7 @@ class SolverConfig:
     epochs: int = 120  # training epochs
     warmup_epochs: int = 10  # linear warmup length in epochs
     warmup_factor: float = 0.01  # LR factor at epoch 0 of the warmup
+    freeze_epochs: int = 0  # fine-tuning: first epochs train only the head and classifier, the trunk frozen (fixbase)
     milestones: tuple[int, ...] = (40, 70)  # epochs at which the LR is multiplied by gamma
     gamma: float = 0.1  # LR decay factor at each milestone
     amp: bool = True  # fp16 autocast + grad scaler on CUDA
@@ -161,7 +164,7 @@ _RANGES = {  # dotted key -> allowed values
     'loss.ce_weight': '>= 0', 'loss.label_smooth': '[0, 1)', 'loss.triplet_weight': '>= 0', 'loss.triplet_margin': '>= 0',
     'loss.center_weight': '>= 0', 'loss.center_lr': '> 0',
     'solver.optimizer': ('adam', 'sgd'), 'solver.base_lr': '> 0', 'solver.weight_decay': '>= 0', 'solver.bias_lr_factor': '> 0',
-    'solver.weight_decay_bias': '>= 0', 'solver.momentum': '[0, 1)', 'solver.epochs': '>= 1', 'solver.warmup_epochs': '>= 0',
+    'solver.weight_decay_bias': '>= 0', 'solver.momentum': '[0, 1)', 'solver.epochs': '>= 1', 'solver.warmup_epochs': '>= 0', 'solver.freeze_epochs': '>= 0',
     'solver.warmup_factor': '(0, 1]', 'solver.milestones': '>= 1', 'solver.gamma': '(0, 1]', 'solver.eval_period': '>= 0',
     'solver.checkpoint_period': '>= 0', 'solver.log_period': '>= 1', 'solver.max_iters_per_epoch': '>= 1',
     'test.k1': '>= 1', 'test.k2': '>= 1', 'test.lambda_value': '[0, 1]', 'test.max_rank': '>= 1',
@@ -342,18 +345,3 @@ def apply_overrides(cfg:Config, # the config to change (not modified)
         if tp in (str, Optional[str]) and not (tp == Optional[str] and val.strip() in ('null', '~')): node[parts[-1]] = val  # text stays text
         else: node[parts[-1]] = _yaml_scalar(val)
     return config_from_dict(d)
-
-# %% ../nbs/01_config.ipynb #0f6e255e
-DATA_ROOT_HELP = ("Market-1501 was not found. Point secondsight at it with --data-root PATH or "
-                  "`export REID_DATA_ROOT=PATH` (the folder holding bounding_box_train/, query/ and "
-                  "bounding_box_test/), or download it with `secondsight-download` (needs network and a Kaggle account).")
-
-def resolve_data_root(data_root:str|Path|None=None, # the `--data-root` flag, if given
-                      cfg:Config|None=None, # a config whose `data.root` is the last resort
-                      required:bool=True, # raise when nothing is set
-                     )->Path|None:
-    "The data root: `data_root`, else `$REID_DATA_ROOT`, else `cfg.data.root`."
-    for cand in (data_root, os.environ.get('REID_DATA_ROOT') or None, cfg.data.root if cfg is not None else None):
-        if cand: return Path(cand).expanduser()
-    if required: raise FileNotFoundError(DATA_ROOT_HELP)
-    return None

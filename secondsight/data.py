@@ -1,4 +1,4 @@
-"""Market-1501, custom galleries, reading images and the transforms: everything between a folder of person crops and a tensor.
+"""Records, file names, reading images, manifests and the transforms: everything between a person crop and a tensor.
 
 Docs: https://secondsight.github.io/secondsight/data.html.md"""
 
@@ -6,22 +6,19 @@ Docs: https://secondsight.github.io/secondsight/data.html.md"""
 
 # %% ../nbs/03_data.ipynb #26bb189a
 from __future__ import annotations
-import csv, io, json, os, re, sys, types, warnings
-from collections import Counter
+import csv, io, json, re, warnings
 from pathlib import Path
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
-from .config import Config, ConfigError, DataConfig, resolve_data_root
-from .cli import require_at_least
+from .config import Config, DataConfig
 from .runtime import atomic_write
 
 # %% auto #0
-__all__ = ['UNKNOWN', 'IMAGE_EXTS', 'MARKET_SPLITS', 'MARKET_FOLDER', 'MARKET1501_COUNTS', 'DATASETS', 'ImageRecord',
-           'is_image_file', 'parse_market_name', 'market_ids', 'synthetic_person', 'make_fake_market',
-           'find_market_root', 'Market1501', 'subset_dataset', 'subset_split', 'build_dataset', 'ImageReadError',
-           'read_image', 'load_manifest', 'folder_records', 'save_manifest', 'build_transforms', 'test_transform']
+__all__ = ['UNKNOWN', 'IMAGE_EXTS', 'MARKET_SPLITS', 'MARKET_FOLDER', 'ImageRecord', 'is_image_file', 'parse_market_name',
+           'market_ids', 'synthetic_person', 'ImageReadError', 'read_image', 'manifest_rows', 'load_manifest',
+           'folder_records', 'save_manifest', 'build_transforms', 'test_transform']
 
 # %% ../nbs/03_data.ipynb #a6cb5ebd
 @dataclass(frozen=True)
@@ -81,160 +78,6 @@ def synthetic_person(pid:int, # the identity: decides the shirt and trousers col
     d.rectangle([cx + 2, h * 5 // 8 + dy, cx + w // 4 - 2, h * 15 // 16 + dy], fill=legs)
     return img
 
-# %% ../nbs/03_data.ipynb #91ce26a1
-def make_fake_market(root:str|Path, # the dataset folder to create (it holds the three split folders)
-                     train_ids:int=4, # training identities (pids 1, 2, ...)
-                     test_ids:int=3, # test identities (pids 101, 102, ...), in query and gallery
-                     cams:int=2, # cameras; every identity is seen by each of them
-                     per_cam:int=2, # training and gallery images per identity and camera
-                     size:tuple[int, int]=(64, 128), # (width, height) of the crops
-                     seed:int=0, # varies backgrounds and poses
-                     extras:bool=True, # add a distractor, a junk image and a Thumbs.db to the gallery
-                    )->Path:
-    "A small synthetic Market-1501 of JPEG crops under `root`; returns `root`."
-    root = Path(root)
-    def save(split, pid, cam, k):
-        (root/split).mkdir(parents=True, exist_ok=True)
-        synthetic_person(pid, seed * 100_000 + cam * 1000 + k + (500 if split == 'query' else 0), size).save(
-            root/split/f'{pid:04d}_c{cam}s1_{1000 * cam + k:06d}_{k:02d}.jpg', quality=90)
-    for pid in range(1, train_ids + 1):
-        for cam in range(1, cams + 1):
-            for k in range(per_cam): save(MARKET_SPLITS['train'], pid, cam, k)
-    for pid in range(101, 101 + test_ids):
-        for cam in range(1, cams + 1):
-            save(MARKET_SPLITS['query'], pid, cam, 0)
-            for k in range(per_cam): save(MARKET_SPLITS['gallery'], pid, cam, k + 1)
-    if extras:
-        save(MARKET_SPLITS['gallery'], 0, 1, 90); save(MARKET_SPLITS['gallery'], -1, 1, 91)
-        (root/MARKET_SPLITS['gallery']/'Thumbs.db').write_bytes(b'\0' * 16)
-    return root
-
-# %% ../nbs/03_data.ipynb #5c225187
-def _market_layout_help(root) -> str:
-    sub = '\n'.join(f"  {root}/{d}/*.jpg" for d in MARKET_SPLITS.values())
-    return f"Expected layout:\n{sub}\n(or {root}/{MARKET_FOLDER}/ holding these three folders)"
-
-def _has_market_splits(d:Path) -> bool: return all((d/s).is_dir() for s in MARKET_SPLITS.values())
-
-def find_market_root(root:str|Path, # the dataset folder, or a folder above it
-                     max_depth:int=1, # how many folder levels below `root` to search
-                    )->Path:
-    "The folder under `root` (itself or up to `max_depth` levels down) holding Market-1501's three split folders."
-    root = Path(root).expanduser()
-    if not root.is_dir(): raise FileNotFoundError(f"Market-1501 root {str(root)!r} is not a folder. {_market_layout_help(root)}")
-    level = [root]
-    for depth in range(max_depth + 1):
-        found = [d for d in level if _has_market_splits(d)]
-        if len(found) == 1: return found[0]
-        if len(found) > 1:
-            raise FileNotFoundError(f"several Market-1501 copies under {str(root)!r}: {', '.join(map(str, found))}; pass one of them")
-        level = sorted(c for d in level for c in d.iterdir() if c.is_dir() and not c.name.startswith('.'))
-    missing = [s for s in MARKET_SPLITS.values() if not (root/s).is_dir()]
-    raise FileNotFoundError(f"Market-1501 not found under {str(root)!r}: missing {', '.join(missing)}. {_market_layout_help(root)}")
-
-# %% ../nbs/03_data.ipynb #1a479579
-MARKET1501_COUNTS: dict = {'train': (12936, 751), 'query': (3368, 750), 'gallery': (15913, 751), 'cameras': 6}
-
-class Market1501:
-    "Market-1501's train, query and gallery records, read from the file names under `root`."
-    def __init__(self,
-                 root:str|Path, # the dataset folder (or a folder holding `Market-1501-v15.09.15/`)
-                ):
-        self.root = find_market_root(root)
-        self.dropped, self.ignored, self.dangling = dict[str, int](), list[Path](), list[Path]()  # split -> junk images (pid -1) dropped; non-image files; dangling links
-        train, self.query, self.gallery = (self._read(s) for s in MARKET_SPLITS)
-        if self.dangling: print(f"warning: skipped {len(self.dangling)} dangling symbolic link(s), their target missing: "
-                                f"{', '.join(map(str, self.dangling[:5]))}{' ...' if len(self.dangling) > 5 else ''}", file=sys.stderr)
-        self.pid2label = {pid: i for i, pid in enumerate(sorted({r.pid for r in train}))}
-        self.train = [replace(r, pid=self.pid2label[r.pid]) for r in train]
-
-    def _read(self, split:str) -> list[ImageRecord]:
-        folder, recs, junk = self.root/MARKET_SPLITS[split], [], 0
-        for e in sorted(os.scandir(folder), key=lambda e: e.name):
-            if not (e.is_file() and is_image_file(e.name)):
-                (self.dangling if e.is_symlink() and not os.path.exists(e.path) else self.ignored).append(Path(e.path)); continue
-            pid, camid = parse_market_name(e.path)
-            if pid == -1: junk += 1; continue
-            recs.append(ImageRecord(e.path, pid, camid))
-        if not recs and split != 'train': raise FileNotFoundError(f"no {split} images in {folder} ({junk} junk images with pid -1): nothing to evaluate")
-        self.dropped[split] = junk
-        return recs
-
-    @property
-    def num_train_pids(self) -> int: return len(self.pid2label)
-    @property
-    def num_train_cams(self) -> int: return len({r.camid for r in self.train})
-
-    def counts(self) -> dict:
-        "`split -> (images, identities, cameras)`."
-        return {s: (len(rs), len({r.pid for r in rs}), len({r.camid for r in rs}))
-                for s, rs in (('train', self.train), ('query', self.query), ('gallery', self.gallery))}
-
-    def summary(self):
-        "Print the images, identities and cameras of each split, and what was dropped or ignored."
-        lines = [f"Market-1501 ({self.root.name})", f"  {'subset':<8}| {'# ids':>6} | {'# images':>9} | {'# cameras':>9}", '  ' + '-'*41]
-        for s, (n, ids, cams) in self.counts().items(): lines.append(f"  {s:<8}| {ids:>6,} | {n:>9,} | {cams:>9}")
-        lines.append(f"  junk (pid -1) dropped: {sum(self.dropped.values()):,} ({', '.join(f'{s} {n:,}' for s, n in self.dropped.items())})")
-        names = Counter(p.name for p in self.ignored)
-        lines.append(f"  non-image files ignored: {len(self.ignored)}" + (f" ({', '.join(f'{k} x{v}' for k, v in names.items())})" if names else ''))
-        print('\n'.join(lines))
-
-    def __repr__(self): return f"Market1501({str(self.root)!r}: train {len(self.train)}, query {len(self.query)}, gallery {len(self.gallery)})"
-
-# %% ../nbs/03_data.ipynb #e318cdfa
-def subset_dataset(ds, # a `Market1501` (anything with `.train`, `.query`, `.gallery`)
-                   num_train_pids:int|None=None, # keep the first N training identities (None: all)
-                   num_test_pids:int|None=None, # keep N random test identities (None: all)
-                   seed:int=0, # seed of the test identity choice
-                  ):
-    "A smaller copy of `ds`: its `train`, `query`, `gallery` and `num_train_pids` attributes."
-    require_at_least(1, train_ids=num_train_pids, test_ids=num_test_pids)  # -5 would slice "all but the last five"
-    train = list(ds.train)
-    if num_train_pids is not None:
-        relabel = {p: i for i, p in enumerate(sorted({r.pid for r in train})[:num_train_pids])}  # the first N, as 0..N-1
-        train = [replace(r, pid=relabel[r.pid]) for r in train if r.pid in relabel]
-    query, gallery = list(ds.query), list(ds.gallery)
-    if num_test_pids is not None:
-        pids = sorted({r.pid for r in query})
-        keep = set(np.random.default_rng(seed).choice(pids, min(num_test_pids, len(pids)), replace=False).tolist())
-        query, gallery = [r for r in query if r.pid in keep], [r for r in gallery if r.pid in keep]
-    return types.SimpleNamespace(root=getattr(ds, 'root', None), train=train, query=query, gallery=gallery,
-                                 num_train_pids=len({r.pid for r in train}), num_train_cams=getattr(ds, 'num_train_cams', None))
-
-# %% ../nbs/03_data.ipynb #c1e11427
-def subset_split(query:list, # query `ImageRecord`s
-                 gallery:list, # gallery `ImageRecord`s
-                 max_query:int|None=None, # keep this many queries (None: all)
-                 max_gallery:int|None=None, # gallery cap; the kept queries' identities are always kept (None: whole gallery)
-                 seed:int=0, # seed of the random choice
-                )->tuple[list, list]:
-    "A smaller `(query, gallery)`: sampled queries, their identities' gallery images, random distractors."
-    require_at_least(1, max_query=max_query, max_gallery=max_gallery)
-    rng = np.random.default_rng(seed)
-    if max_query is not None and max_query < len(query):
-        query = [query[i] for i in sorted(rng.choice(len(query), max_query, replace=False))]
-    if max_gallery is None or max_gallery >= len(gallery): return list(query), list(gallery)
-    pids = {r.pid for r in query}
-    keep = [i for i, r in enumerate(gallery) if r.pid in pids]
-    others = [i for i, r in enumerate(gallery) if r.pid not in pids]
-    n_extra = max(0, min(max_gallery - len(keep), len(others)))
-    extra = rng.choice(len(others), n_extra, replace=False).tolist() if n_extra else []
-    return list(query), [gallery[i] for i in sorted(keep + [others[j] for j in extra])]
-
-# %% ../nbs/03_data.ipynb #f87fae25
-DATASETS = {'market1501': Market1501}  # name in `data.dataset` -> dataset class (its argument: the data root)
-
-def build_dataset(cfg:Config, # the run config (`data.dataset`, `data.root`, `data.max_*_pids`, `seed`)
-                  data_root:str|Path|None=None, # the `--data-root` flag, if given
-                 ):
-    "The dataset named by `cfg.data.dataset`, shrunk to `cfg.data.max_train_pids` / `max_test_pids` identities."
-    name = cfg.data.dataset.lower().replace('-', '').replace('_', '')
-    if name not in DATASETS: raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
-    if (root := resolve_data_root(data_root, cfg)) is None: raise ConfigError("no data root")  # not reached: it raises itself
-    ds = DATASETS[name](root)
-    if cfg.data.max_train_pids is None and cfg.data.max_test_pids is None: return ds
-    return subset_dataset(ds, cfg.data.max_train_pids, cfg.data.max_test_pids, seed=cfg.seed)
-
 # %% ../nbs/03_data.ipynb #2ab938b9
 class ImageReadError(OSError):
     "An image file that cannot be used: empty, not an image, corrupt, truncated or a decompression bomb."
@@ -287,17 +130,19 @@ def _int_field(v, what:str, where:str) -> int:
     if i < UNKNOWN: raise ValueError(f"{where}: {what} must be >= 0, or -1 for unknown; got {i}")
     return i
 
-def load_manifest(path:str|Path, # a `.csv` (header `path,pid,camid`) or `.json` manifest
+def manifest_rows(path:str|Path, # a `.csv` (with a header line) or `.json` manifest
                   root:str|Path|None=None, # base of relative image paths (default: the manifest's folder)
                   check_files:bool=True, # fail on a listed image that does not exist
-                 )->list[ImageRecord]:
-    "Records from a CSV/JSON manifest of `path,pid,camid` rows; a missing `pid` or `camid` is -1 (unknown)."
+                 )->tuple[list, set]:
+    "`([(image path, row dict, where), ...], columns)` of a manifest, `where` naming the file and row for errors."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"manifest not found: {str(path)!r}")
     base = Path(root) if root is not None else path.parent
     ext = path.suffix.lower()
     if ext == '.csv':
-        with open(path, newline='', encoding='utf-8-sig') as f: rows = [{(k or '').strip().lower(): v for k, v in row.items()} for row in csv.DictReader(f)]
+        with open(path, newline='', encoding='utf-8-sig') as f:
+            rd = csv.DictReader(f); rows = [{(k or '').strip().lower(): v for k, v in row.items()} for row in rd]
+            cols = {(k or '').strip().lower() for k in rd.fieldnames or []}
         where = lambda i: f"{path}, line {i + 2}"
     elif ext == '.json':
         try: data = json.loads(path.read_text(encoding='utf-8'))
@@ -305,18 +150,28 @@ def load_manifest(path:str|Path, # a `.csv` (header `path,pid,camid`) or `.json`
         if isinstance(data, dict): data = data.get('images', data.get('records'))
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ValueError(f"{path}: expected a list of {{\"path\": ..., \"pid\": ..., \"camid\": ...}} objects (or {{\"images\": [...]}})")
-        rows, where = data, lambda i: f"{path}, item {i}"
+        rows, where, cols = data, lambda i: f"{path}, item {i}", {k for r in data for k in r}
     else: raise ValueError(f"{path}: unsupported manifest type {ext!r}; use .csv (path,pid,camid) or .json")
     if not rows: raise ValueError(f"{path}: the manifest lists no images")
-    recs = []
+    out = []
     for i, row in enumerate(rows):
         p = row.get('path')
         if not p or not str(p).strip(): raise ValueError(f"{where(i)}: no 'path' (the columns are path,pid,camid)")
         p = Path(str(p).strip()).expanduser()
         if not p.is_absolute(): p = base/p
         if check_files and not p.is_file(): raise FileNotFoundError(f"{where(i)}: image not found: {str(p)!r}")
-        recs.append(ImageRecord(str(p), _int_field(row.get('pid'), 'pid', where(i)), _int_field(row.get('camid'), 'camid', where(i))))
-    return recs
+        out.append((str(p), row, where(i)))
+    return out, cols
+
+
+# %% ../nbs/03_data.ipynb #b4691953
+def load_manifest(path:str|Path, # a `.csv` (header `path,pid,camid`) or `.json` manifest
+                  root:str|Path|None=None, # base of relative image paths (default: the manifest's folder)
+                  check_files:bool=True, # fail on a listed image that does not exist
+                 )->list[ImageRecord]:
+    "Records from a CSV/JSON manifest of `path,pid,camid` rows; a missing `pid` or `camid` is -1 (unknown)."
+    rows, _ = manifest_rows(path, root, check_files)
+    return [ImageRecord(p, _int_field(row.get('pid'), 'pid', w), _int_field(row.get('camid'), 'camid', w)) for p, row, w in rows]
 
 def folder_records(folder:str|Path, # a folder of person crops (searched recursively)
                   )->list[ImageRecord]:

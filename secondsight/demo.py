@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated
 import numpy as np
 from fastcore.script import call_parse
-from .config import RECIPES_HELP, Config, apply_overrides, load_config, resolve_data_root
+from .config import RECIPES_HELP, Config, apply_overrides, load_config
 from .runtime import resolve_device
 from .cli import cli_errors
-from .data import Market1501, save_manifest, subset_dataset
+from .data import save_manifest
+from .datasets import Market1501, resolve_data_root, subset_dataset
 from .download import download_market1501
 from .model import imagenet_weights_file, load_weights
 from .search import GalleryIndex, Match, print_ranking, save_ranking

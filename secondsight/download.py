@@ -11,7 +11,7 @@ from pathlib import Path
 from fastcore.script import call_parse
 from .config import Config, DataConfig
 from .cli import cli_errors
-from .data import MARKET1501_COUNTS, Market1501, find_market_root
+from .datasets import MARKET1501_COUNTS, Market1501, find_market_root
 
 # %% auto #0
 __all__ = ['OFFLINE_HELP', 'DownloadError', 'kaggle_endpoint', 'probe_url', 'kagglehub_cache_dir', 'find_cached_dataset',

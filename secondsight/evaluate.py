@@ -1,4 +1,4 @@
-"""From a trained model to a scorecard: the one function that embeds a batch (flip TTA, L2), distances, CMC/mAP/mINP with and without re-ranking, and `secondsight-evaluate`.
+"""From features to a scorecard: distances, CMC/mAP/mINP with and without re-ranking under a stated protocol, and `secondsight-evaluate`.
 
 Docs: https://secondsight.github.io/secondsight/evaluate.html.md"""
 
@@ -6,171 +6,29 @@ Docs: https://secondsight.github.io/secondsight/evaluate.html.md"""
 
 # %% ../nbs/16_evaluate.ipynb #35090dd8
 from __future__ import annotations
-import copy, dataclasses, inspect, io, itertools, json, sys, time, warnings, weakref
+import dataclasses, json, sys, time, types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Sequence
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from tqdm.auto import tqdm
 from .config import RECIPES_HELP, Config, TestConfig, load_config
 from .runtime import atomic_write, resolve_device
 from .cli import cli_errors, require_at_least, require_flags
-from .data import build_dataset, subset_split
+from .datasets import build_dataset, subset_split
 from .loaders import build_test_loader
 from .model import load_weights
 from .metrics import RankResult, evaluate_rank, cosine_distance, euclidean_squared_distance
 from .rerank import re_ranking
+from .extract import Features, OnnxModel, embedding_engine, extract_features
+from .preflight import preflight
+from .verify import save_calibration, scorecard_calibration, verification_summary, verification_table
 
 # %% auto #0
-__all__ = ['FAST_MIN_BATCH', 'onnx_bytes', 'OnnxModel', 'cpu_copy', 'embed_batch', 'Features', 'extract_features',
-           'feature_distances', 'Scorecard', 'self_match_camids', 'evaluate_features', 'evaluate_model',
-           'evaluation_inputs', 'evaluate_cli']
-
-# %% ../nbs/16_evaluate.ipynb #323cb376
-def onnx_bytes(model:torch.nn.Module, # embedding model; traced in eval mode from a CPU copy (`model` is untouched)
-               height:int=256, # input height
-               width:int=128, # input width
-               opset:int=17, # ONNX opset
-              )->bytes:
-    "The ONNX graph of `model`: input `images` (N, 3, H, W) with a dynamic batch axis, output `embeddings`."
-    model = copy.deepcopy(model).eval().cpu()
-    kw: dict = dict(input_names=['images'], output_names=['embeddings'], opset_version=opset,
-              dynamic_axes={'images': {0: 'batch'}, 'embeddings': {0: 'batch'}})
-    if 'dynamo' in inspect.signature(torch.onnx.export).parameters: kw['dynamo'] = False  # TorchScript: no onnxscript needed
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the TorchScript exporter is chosen on purpose; tracer notes on constant branches
-        torch.onnx.export(model, (torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)),), buf, **kw)  # type: ignore[arg-type]  # a file object is fine
-    return buf.getvalue()
-
-# %% ../nbs/16_evaluate.ipynb #b1dc7548
-class OnnxModel(torch.nn.Module):
-    "An ONNX embedding model (`onnx_bytes`, a `secondsight-export` file, its `--int8` file) run by onnxruntime on the CPU."
-    def __init__(self,
-                 onnx:bytes|str|Path, # the graph, or an `.onnx` file
-                 threads:int|None=None, # onnxruntime's intra-op threads (None: `torch.get_num_threads()`)
-                ):
-        super().__init__()
-        try: import onnxruntime as ort
-        except ImportError: raise ImportError("onnxruntime is not installed: pip install 'secondsight[fast]' (or use backend='torch')") from None
-        if not isinstance(onnx, bytes) and not Path(onnx).is_file(): raise FileNotFoundError(f"ONNX file not found: {onnx}")
-        so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads or torch.get_num_threads(), 1
-        try: self.session = ort.InferenceSession(onnx if isinstance(onnx, bytes) else str(onnx), so, providers=['CPUExecutionProvider'])
-        except Exception as e: raise ValueError(f"{'the ONNX graph' if isinstance(onnx, bytes) else onnx} cannot be run by onnxruntime: {str(e).splitlines()[0][:200]}") from None
-        self.input_name, self.source = self.session.get_inputs()[0].name, 'bytes' if isinstance(onnx, bytes) else str(onnx)
-    def forward(self, x:torch.Tensor)->torch.Tensor: return torch.from_numpy(self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0])
-
-# %% ../nbs/16_evaluate.ipynb #e8e7309e
-_CPU_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (weights key, OnnxModel or None when it cannot be made)
-
-def cpu_copy(model:torch.nn.Module, # embedding model
-             shape:tuple, # one input's shape (3, H, W)
-             build:bool=True, # make the copy when none is kept for these weights
-             strict:bool=False, # raise instead of returning None when it cannot be made
-            )->OnnxModel|None:
-    "onnxruntime's copy of `model` for inputs of `shape`, kept while the weights stay the same; None if unavailable."
-    ts = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]  # key: storage, version and sum of each
-    key = (tuple(shape), [(t.data_ptr(), t._version) for t in ts], [t.double().sum().item() for t in ts if t.is_floating_point()])
-    if (kept := _CPU_COPIES.get(model)) is not None and kept[0] == key and (kept[1] is not None or not strict): return kept[1]
-    if not build: return None
-    try:
-        runner = OnnxModel(onnx_bytes(model, *shape[1:]))
-        x, was_training = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1)), model.training  # not the traced input
-        with torch.no_grad(): ref, got = model.eval()(x.to(next(model.parameters(), x).device)).float().cpu(), runner(x)
-        model.train(was_training)
-        if got.shape != ref.shape or not (got - ref).abs().max() <= 1e-3 * max(ref.abs().max().item(), 1e-6):
-            raise ValueError("its ONNX trace does not compute what the model does (data-dependent Python?)")
-    except Exception as e:
-        if strict: raise
-        if not isinstance(e, ImportError): warnings.warn(f"onnxruntime cannot run {type(model).__name__} ({type(e).__name__}: {str(e)[:120]}); PyTorch embeds on the CPU instead")
-        runner = None
-    _CPU_COPIES[model] = (key, runner)
-    return runner
-
-# %% ../nbs/16_evaluate.ipynb #3d531597
-FAST_MIN_BATCH = 8  # a CPU batch this big makes onnxruntime's copy of the model (once per model and weights)
-
-def _embed(model, x, flip=True, normalize=True, backend='auto'):
-    "`embed_batch` with a choice of CPU engine: 'auto', 'onnxruntime' or 'torch'."
-    if backend not in ('auto', 'onnxruntime', 'torch'): raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'torch', got {backend!r}")
-    device, was_training = next(model.parameters(), x).device, model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if device.type == 'cuda':
-                with torch.autocast('cuda', dtype=torch.float16):
-                    x = x.to(device, non_blocking=True)
-                    f = model(x).float()
-                    if flip: f = (f + model(x.flip(-1)).float()) / 2
-            else:
-                x, net = x.to(device), model
-                if backend != 'torch' and not isinstance(model, OnnxModel):
-                    net = cpu_copy(model, tuple(x.shape[1:]), backend == 'onnxruntime' or len(x) >= FAST_MIN_BATCH, backend == 'onnxruntime') or model
-                xb = torch.cat([x, x.flip(-1)]) if flip else x
-                f = net(xb.contiguous(memory_format=torch.channels_last) if net is model and xb.dim() == 4 else xb).float()
-                if flip: f = (f[:len(x)] + f[len(x):]) / 2
-    finally: model.train(was_training)
-    if normalize: f = F.normalize(f, dim=1)
-    return f.cpu()
-
-# %% ../nbs/16_evaluate.ipynb #118d2018
-def embed_batch(model:torch.nn.Module, # embedding model; `model(x)` in eval mode returns (N, D)
-                x:torch.Tensor, # a batch of normalised images, (N, 3, H, W); moved to the model's device
-                flip:bool=True, # average the embeddings of each image and its horizontal mirror
-                normalize:bool=True, # L2-normalise the (averaged) embeddings
-               )->torch.Tensor:
-    "The `(N, D)` float32 CPU embeddings of `x`: eval mode, no grad, fp16 autocast on CUDA, onnxruntime on the CPU when it can, optional flip TTA and L2."
-    return _embed(model, x, flip, normalize)
-
-# %% ../nbs/16_evaluate.ipynb #5fbd02d4
-@dataclass(frozen=True, eq=False)
-class Features:
-    "Embeddings of a set of images with their labels, in loader order."
-    feats: torch.Tensor  # (N, D) float32 on the CPU, one row per image
-    pids: np.ndarray  # (N,) int64 person ids (-1 junk, 0 distractor on Market-1501)
-    camids: np.ndarray  # (N,) int64 camera ids (-1 unknown)
-    paths: list  # N image paths
-
-    def __len__(self): return len(self.paths)
-
-    def subset(self, idx) -> Features:
-        "The rows `idx` (a slice, an index array or a boolean mask)."
-        idx = np.arange(len(self.paths))[idx]
-        return Features(self.feats[torch.as_tensor(idx, dtype=torch.long)], self.pids[idx], self.camids[idx],
-                        [self.paths[i] for i in idx])
-
-# %% ../nbs/16_evaluate.ipynb #eac797ab
-def _unpack(batch):
-    "`(images, pids, camids, paths)` from a test-loader batch."
-    if isinstance(batch, (list, tuple)) and len(batch) == 4: return batch
-    raise ValueError("extract_features expects batches of (images, pids, camids, paths) as yielded by "
-                     f"`ImageDataset`/`build_test_loader`, got {type(batch).__name__}"
-                     f"{' of length ' + str(len(batch)) if isinstance(batch, (list, tuple)) else ''}")
-
-# %% ../nbs/16_evaluate.ipynb #28c6b9a8
-def extract_features(model:torch.nn.Module, # embedding model; `model(x)` in eval mode returns (N, D)
-                     loader, # iterable of `(images, pids, camids, paths)` batches, e.g. `build_test_loader`
-                     flip:bool=True, # average the embeddings of each image and its horizontal mirror
-                     normalize:bool=True, # L2-normalise the (averaged) embeddings
-                     device:str|torch.device|None=None, # where to run; default: the model's device
-                     progress:bool=True, # show a progress bar
-                     backend:str='auto', # on a CPU: 'auto' (onnxruntime when installed, for batches of `FAST_MIN_BATCH`+), 'onnxruntime' or 'torch'
-                    )->Features:
-    "Embed every image of `loader` with `embed_batch`, in order, with its labels and path."
-    if device is not None: model = model.to(torch.device(device))
-    feats, pids, camids, paths = [], [], [], list[str]()
-    for batch in tqdm(loader, desc='features', unit='batch', disable=not progress, leave=False):
-        imgs, pid, camid, path = _unpack(batch)
-        feats.append(_embed(model, imgs, flip, normalize, backend))
-        pids.append(np.asarray(pid, dtype=np.int64).reshape(-1))
-        camids.append(np.asarray(camid, dtype=np.int64).reshape(-1))
-        paths.extend(str(p) for p in path)
-    if not feats: raise ValueError("extract_features: the loader yielded no batches (empty query or gallery?)")
-    return Features(torch.cat(feats), np.concatenate(pids), np.concatenate(camids), paths)
+__all__ = ['feature_distances', 'Scorecard', 'self_match_camids', 'evaluate_features', 'evaluate_model', 'evaluation_inputs',
+           'evaluate_cli']
 
 # %% ../nbs/16_evaluate.ipynb #2ff8c036
 def feature_distances(qf:torch.Tensor|np.ndarray, # query features, (Q, D)
@@ -203,10 +61,24 @@ class Scorecard:
         for name, r in self.rows.items():
             vals = [r.mAP] + [self.rank(name, k) for k in (1, 5, 10)]
             lines.append(f'{name:<15}' + ''.join(f'{100 * v:.2f}%'.rjust(9) for v in vals))
-        return '\n'.join(lines + [_RULE])
+        ver = self.info.get('verification')  # TMR at FMR 1e-2, 1e-3, 1e-4 and EER (`secondsight.verify`)
+        proto = self.protocol()  # the conditions of the numbers, beside them
+        return '\n'.join(lines + [_RULE] + ([verification_table(ver), _RULE] if ver else []) + ([proto] if proto else []))
 
     def __str__(self): return self.table()
     __repr__ = __str__
+
+# %% ../nbs/16_evaluate.ipynb #21fe01de
+@patch
+def protocol(self:Scorecard)->str|None:
+    "The one-line protocol of the numbers (None when `info` does not say how they were computed)."
+    i = self.info
+    if 'metric' not in i or not self.rows: return None
+    r = next(iter(self.rows.values()))
+    parts = [f"{i['metric']} distance", f"flip {'on' if i['flip'] else 'off'}" if 'flip' in i else None,
+             f"same-camera matches {i.get('same_camera', 'excluded')}", 'junk (pid -1) excluded',
+             f"{r.num_valid:,} of {r.num_valid + r.num_skipped:,} queries counted", i.get('data')]
+    return 'protocol: ' + ', '.join(p for p in parts if p)
 
 # %% ../nbs/16_evaluate.ipynb #448a7442
 @patch
@@ -264,6 +136,9 @@ def evaluate_features(qf:Features, # query features (`extract_features`)
     tc = test_cfg or TestConfig()
     # numba's one-time compile (seconds) costs more than it saves on a small split
     if backend == 'auto' and len(qf.paths) * len(gf.paths) < 1_000_000: backend = 'numpy'
+    qk, gk = np.asarray(qf.camids) >= 0, np.asarray(gf.camids) >= 0  # cameras known
+    same_camera = ('excluded' if qk.all() and gk.all() else 'NOT excluded (cameras unknown): not the Market-1501 protocol'
+                   if not (qk.any() and gk.any()) else 'excluded only where both cameras are known: not the Market-1501 protocol')
     q_camids, g_camids = self_match_camids(qf.paths, gf.paths, qf.camids, gf.camids)  # the probe itself never counts
     def rank(d): return evaluate_rank(d, qf.pids, gf.pids, q_camids, g_camids, max_rank=max_rank, backend=backend)
     rerank = tc.rerank if rerank is None else rerank
@@ -272,8 +147,9 @@ def evaluate_features(qf:Features, # query features (`extract_features`)
     if distmat is None: distmat = feature_distances(qf.feats, gf.feats, metric)
     max_rank = min(tc.max_rank, len(gf.paths))  # a short curve for a tiny gallery, as torchreid does
     rows = {'Baseline': rank(distmat)}
-    info = {'num_query': len(qf.paths), 'num_gallery': len(gf.paths), 'feat_dim': int(qf.feats.shape[1]), 'metric': metric,
+    info = {'num_query': len(qf.paths), 'num_gallery': len(gf.paths), 'feat_dim': int(qf.feats.shape[1]), 'metric': metric, 'same_camera': same_camera,
             'normalize': tc.normalize, 'max_rank': tc.max_rank, 'rank_seconds': round(time.perf_counter() - t0, 3)}
+    info['verification'] = verification_summary(distmat, qf.pids, gf.pids, q_camids, g_camids)  # same pairs as CMC/mAP
     if rerank:
         t0 = time.perf_counter()
         rr = re_ranking(qf.feats, gf.feats, k1=tc.k1, k2=tc.k2, lambda_value=tc.lambda_value)
@@ -302,8 +178,7 @@ def evaluate_model(model:torch.nn.Module, # the embedding model (eval mode is se
     secs = time.perf_counter() - t0
     qf, gf = feats.subset(slice(0, len(query))), feats.subset(slice(len(query), None))
     sc = evaluate_features(qf, gf, cfg.test, rerank=rerank)
-    sc.info = {**sc.info, 'flip': flip, 'extract_seconds': round(secs, 2), 'engine': 'cuda' if next(model.parameters(), torch.empty(0)).is_cuda
-               else 'onnxruntime' if isinstance(_CPU_COPIES.get(model, (0, model))[1], OnnxModel) else 'torch',
+    sc.info = {**sc.info, 'flip': flip, 'extract_seconds': round(secs, 2), 'engine': embedding_engine(model),
                'images_per_second': round(len(feats.paths) / secs, 1) if secs > 0 else None}
     return (sc, qf, gf) if return_features else sc
 
@@ -316,9 +191,12 @@ def evaluation_inputs(weights:str|Path, # inference file (`save_inference`) or t
                       max_gallery:int|None=None, # gallery cap of the subset
                       seed:int=0, # seed of the subset
                       arch:str|None=None, # the `--arch` flag: None recognises the architecture from the file
+                      dataset:str|None=None, # the `--dataset` flag: market1501, manifest or folders (None: the `--config` recipe's, else market1501)
                      )->tuple:
     "`(model on its device, cfg, device, dataset, query, gallery)` to evaluate `weights` with."
     model, cfg = load_weights(weights, load_config(config) if config else None, arch=arch)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset or (cfg.data.dataset if config else 'market1501'),
+                                                            root=cfg.data.root if config else None, max_train_pids=None, max_test_pids=None))  # never the run's data
     dev = resolve_device(device or cfg.device)
     ds = build_dataset(cfg, data_root)
     query, gallery = subset_split(ds.query, ds.gallery, max_query, max_gallery, seed)
@@ -330,7 +208,8 @@ def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference fi
                  config:Annotated[str, f"{RECIPES_HELP} for the data and test settings (default: the config stored with the weights)"]=None,
                  rerank:bool=False, # also score k-reciprocal re-ranking (also on when the config's test.rerank is)
                  flip:bool=True, # with --no-flip: embed each image once, without averaging with its mirror
-                 data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
+                 dataset:str=None, # market1501, manifest or folders (default: the --config recipe's, else market1501; never the training run's)
+                 data_root:str=None, # the data's folder (Market-1501: default $REID_DATA_ROOT, then the --config recipe's data.root)
                  output_dir:str=None, # folder for the outputs, scorecard.json (default: the config's output_dir)
                  device:str=None, # 'auto', 'cpu', 'cuda' or 'cuda:N' (default: the config's device)
                  max_query:int=None, # evaluate on this many random queries only (quick look)
@@ -339,22 +218,29 @@ def evaluate_cli(weights:Annotated[str, {'required': True}]=None, # inference fi
                  num_workers:int=None, # loader worker processes (default: the config's data.num_workers)
                  arch:str=None, # the architecture the weights must hold, e.g. osnet_x0_25 (default: recognised from the file)
                  onnx:str=None, # embed with this ONNX file on the CPU instead (e.g. `secondsight-export --int8`'s); --weights gives the settings
+                 calibrate:bool=False, # also write calibration.json (thresholds at FMR 1e-2, 1e-3, 1e-4 of this evaluation) to the output folder; the weights file is never changed
                 ):
-    "Evaluate a trained model on Market-1501: print the scorecard and write scorecard.json."
+    "Evaluate a trained model on Market-1501 or your own data: check the data, print the scorecard, write scorecard.json."
     with cli_errors('secondsight-evaluate'):
         [weights] = require_flags('secondsight-evaluate', weights=weights)
         require_at_least(1, max_query=max_query, max_gallery=max_gallery); require_at_least(0, num_workers=num_workers)
-        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed, arch)
+        model, cfg, dev, ds, query, gallery = evaluation_inputs(weights, config, data_root, device, max_query, max_gallery, seed, arch, dataset)
+        check = preflight(types.SimpleNamespace(train=[], query=query, gallery=gallery, root=ds.root, kind=cfg.data.dataset), training=False, images=False)
+        print(check); check.raise_errors()  # a split with nothing to score stops here, with the reason
+        nq, ng = len(ds.query), len(ds.gallery)
+        data = (f"full split of {Path(ds.root).name}" if (len(query), len(gallery)) == (nq, ng) else f"subset of {Path(ds.root).name}: "
+                f"{len(query):,} of {nq:,} queries, {len(gallery):,} of {ng:,} gallery images (--max-query {max_query}, --max-gallery {max_gallery}, --seed {seed})")
         if onnx: model, dev = OnnxModel(onnx), torch.device('cpu')
         if num_workers is not None: cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=num_workers))
         print(f"evaluating {Path(onnx or weights).name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) on {len(query):,} "
               f"queries x {len(gallery):,} gallery images of {Path(ds.root).name} ({dev})")
         sc = evaluate_model(model, query, gallery, cfg, rerank=rerank or cfg.test.rerank,
                             flip=flip and cfg.test.flip, device=dev, progress=sys.stderr.isatty())
-        sc.info.update(weights=str(weights), onnx=onnx and str(onnx), data_root=str(ds.root), subset=bool(max_query or max_gallery),
+        sc.info.update(data=data, dataset=cfg.data.dataset, weights=str(weights), onnx=onnx and str(onnx), data_root=str(ds.root), subset=bool(max_query or max_gallery),
                        image_size=[cfg.data.height, cfg.data.width], backbone=cfg.model.backbone)
         print(sc)
         out = Path(output_dir or cfg.output_dir)/'scorecard.json'
         sc.to_json(out)
         print(f"wrote {out} (figures: secondsight-visualize --weights {weights})")
+        if calibrate: print(f"wrote {save_calibration(scorecard_calibration(sc, None if onnx else model), out.parent/'calibration.json')}")
         return sc

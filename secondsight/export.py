@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from fastcore.script import call_parse
 from .runtime import atomic_write, resolve_device
 from .cli import cli_errors, require_at_least, require_flags
-from .data import build_dataset
+from .datasets import build_dataset
 from .loaders import build_test_loader
 from .model import load_weights, save_inference
-from .evaluate import OnnxModel, onnx_bytes
+from .extract import OnnxModel, onnx_bytes
 
 # %% auto #0
 __all__ = ['export_onnx', 'check_onnx', 'calibration_batches', 'quantize_int8', 'export_cli']

@@ -18,7 +18,7 @@ from .config import Config
 from .runtime import atomic_write
 from .data import read_image, test_transform
 from .model import feature_map_layer
-from .evaluate import embed_batch
+from .extract import embed_batch
 from .viz import crop_strip, ranked_tiles
 from .search import Match
 

@@ -6,12 +6,13 @@ Docs: https://secondsight.github.io/secondsight/loaders.html.md"""
 
 # %% ../nbs/08_loaders.ipynb #ca7b2f7b
 from __future__ import annotations
-import os, random
+import hashlib, json, os, random
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from .config import Config
-from .runtime import resolve_device
+from .runtime import atomic_write, resolve_device
 from .data import ImageRecord, build_transforms, read_image
 from .sampler import PKSampler
 
@@ -39,12 +40,30 @@ def _read_error(path)->str|None:
     except OSError as e: return str(e)
     return None
 
+def _stamp(path:str)->list|None:
+    try: st = os.stat(path); return [st.st_size, st.st_mtime_ns]
+    except OSError: return None
+
+def _cache_file(cache, paths:list[str])->Path|None:
+    "`cache` as a path; `True`: a file named after `paths` in the user's cache folder (`~/.cache/secondsight/readable/`)."
+    if cache is not True: return Path(cache) if cache else None
+    home = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')
+    return home/'secondsight'/'readable'/f"{hashlib.sha1(chr(10).join(paths).encode()).hexdigest()[:16]}.json"
+
 def unreadable_images(records:list, # `ImageRecord`s, `(path, pid, camid)` tuples or paths
                       threads:int|None=None, # reading threads (default: the CPU count, at most 8)
+                      cache:str|Path|bool|None=None, # a JSON file of the files read before (size, mtime), or True: one in the user's cache
                      )->list[str]:
     "The error message of every image in `records` that `data.read_image` cannot read (each file once)."
     paths = list(dict.fromkeys(str(r if isinstance(r, (str, os.PathLike)) else ImageRecord(*r).path) for r in records))
-    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as ex: return [e for e in ex.map(_read_error, paths) if e]
+    cache = _cache_file(cache, paths)
+    try: seen = json.loads(Path(cache).read_text()) if cache else {}
+    except (OSError, ValueError): seen = {}  # no cache yet, or a damaged one: read everything
+    stamps = {p: _stamp(p) for p in paths}
+    todo = [p for p in paths if stamps[p] is None or seen.get(p) != stamps[p]]
+    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as ex: errors = [e for e in ex.map(_read_error, todo) if e]
+    if cache and not errors: atomic_write(cache, json.dumps(stamps))  # only a check that passed is remembered
+    return errors
 
 # %% ../nbs/08_loaders.ipynb #7135eedb
 def seed_worker(worker_id:int, # the DataLoader worker index

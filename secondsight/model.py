@@ -233,13 +233,15 @@ def inference_state_dict(model_or_sd:nn.Module|dict, # a (wrapped) `ReIDModel`, 
 def save_inference(model:nn.Module, # the trained `ReIDModel` (wrappers are removed)
                    cfg:Config|None, # the run's config (None: the defaults); its model section is aligned with `model`
                    path:str|Path, # destination file, e.g. `outputs/model_inference.pth`
+                   calibration:dict|None=None, # verification thresholds (`secondsight.verify`), a plain dict kept in the 'calibration' slot
                   )->Path:
-    "Write `model`'s inference weights (no classifier) and `cfg` to `path`, atomically."
+    "Write `model`'s inference weights (no classifier), `cfg` (and a `calibration`) to `path`, atomically."
     path, m = Path(path), unwrap_model(model)
     if not isinstance(m, ReIDModel): raise TypeError(f"save_inference expects a ReIDModel, got {type(m).__name__}")
     if cfg is None: cfg = Config()
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **m.arch))
     obj = {'format': INFERENCE_FORMAT, 'state_dict': inference_state_dict(m), 'config': config_to_dict(cfg)}
+    if calibration is not None: obj['calibration'] = dict(calibration)
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 # %% ../nbs/10_model.ipynb #82b53aef

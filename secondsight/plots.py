@@ -11,9 +11,10 @@ from typing import Sequence
 import numpy as np
 from .metrics import MATCH, WRONG, keep_mask
 from .viz import BORDER_COLORS, new_figure, save_figure
+from .verify import fmr_name, pair_distances
 
 # %% auto #0
-__all__ = ['plot_cmc', 'positive_negative_distances', 'plot_distance_distributions', 'camera_pair_rank1',
+__all__ = ['plot_cmc', 'positive_negative_distances', 'plot_distance_distributions', 'plot_roc', 'camera_pair_rank1',
            'plot_camera_pair_accuracy', 'plot_history']
 
 # %% ../nbs/18_plots.ipynb #5a53b18c
@@ -50,11 +51,8 @@ def positive_negative_distances(distmat:np.ndarray, # (Q, G) distances
                                 q_camids:np.ndarray, # query cameras
                                 g_camids:np.ndarray, # gallery cameras
                                )->tuple[np.ndarray, np.ndarray]:
-    "Distances of all (query, true match) pairs and of all (query, other identity) pairs; junk (`keep_mask`) excluded."
-    distmat, q_pids = np.asarray(distmat), np.asarray(q_pids)[:, None]
-    keep = keep_mask(q_pids, np.asarray(q_camids)[:, None], g_pids, g_camids)
-    same = q_pids == np.asarray(g_pids)[None]
-    return distmat[same & keep], distmat[~same & keep]
+    "Distances of all (query, true match) pairs and of all (query, other identity) pairs, sorted; junk (`keep_mask`) excluded."
+    return pair_distances(distmat, q_pids, g_pids, q_camids, g_camids)  # the verification pairs (`secondsight.verify`)
 
 # %% ../nbs/18_plots.ipynb #1e3b1940
 def plot_distance_distributions(distmat:np.ndarray, # (Q, G) distances
@@ -62,8 +60,9 @@ def plot_distance_distributions(distmat:np.ndarray, # (Q, G) distances
                                 bins:int=50, # histogram bins
                                 title:str='Query-gallery distances', # axes title
                                 save_path:str|Path|None=None, # also write the figure here
+                                thresholds:dict|None=None, # rate name -> distance (a `Calibration`'s `thresholds`), marked as lines
                                ):
-    "Histograms (densities) of positive and negative query-gallery distances."
+    "Histograms (densities) of positive and negative query-gallery distances, with verification thresholds marked."
     pos, neg = positive_negative_distances(distmat, *labels)
     fig = new_figure((5.5, 3.5))
     ax = fig.add_subplot()
@@ -72,7 +71,29 @@ def plot_distance_distributions(distmat:np.ndarray, # (Q, G) distances
     ax.hist(neg, bins=edges, density=True, alpha=.6, color=np.array(BORDER_COLORS[WRONG]) / 255, label=f'other identity (n={neg.size:,}, mean {neg.mean() if neg.size else np.nan:.3f})')
     ax.hist(pos, bins=edges, density=True, alpha=.6, color=np.array(BORDER_COLORS[MATCH]) / 255, label=f'same identity (n={pos.size:,}, mean {pos.mean() if pos.size else np.nan:.3f})')
     ax.set(xlabel='distance', ylabel='density', title=title)
+    for name, t in (thresholds or {}).items():
+        ax.axvline(t, color='k', ls=':', lw=1); ax.text(t, 0, f'FMR {name} ', rotation=90, va='bottom', ha='right', fontsize=7)
     ax.legend(fontsize=8)
+    return save_figure(fig, save_path)
+
+# %% ../nbs/18_plots.ipynb #20ca0299
+def plot_roc(results, # a `Verification` (`secondsight.verify.verification_metrics`), or {name: Verification}
+             title:str='Verification ROC', # axes title
+             save_path:str|Path|None=None, # also write the figure here
+            ):
+    "ROC curves on a log false-match-rate axis, each stated operating point marked with its true-match rate."
+    fig = new_figure((5.5, 4))
+    ax = fig.add_subplot()
+    lo = 1.
+    for name, v in (results if isinstance(results, dict) else {'ROC': results}).items():
+        r = v.roc; lo = min(lo, .5 / r.num_negative)  # FMR 0 drawn at half of one impostor pair; the axis starts at 1e-6 at most
+        line, = ax.plot(np.maximum(r.fmr, .5 / r.num_negative), 100 * r.tmr, label=f'{name} (EER {100 * v.eer:.2f}%)')
+        for p in v.points:
+            if p.tmr is None: continue
+            ax.plot(p.target, 100 * p.tmr, 'o', color=line.get_color(), markersize=4)
+            ax.annotate(f'{100 * p.tmr:.1f}% at {fmr_name(p.target)}', (p.target, 100 * p.tmr), fontsize=7, xytext=(4, -10), textcoords='offset points')
+    ax.set(xscale='log', xlim=(max(lo, 1e-6), 1), ylim=(0, 101), xlabel='false-match rate (impostor pairs accepted)', ylabel='true-match rate (%)', title=title)
+    ax.grid(alpha=.3, which='both'); ax.legend(loc='upper left', fontsize=8)
     return save_figure(fig, save_path)
 
 # %% ../nbs/18_plots.ipynb #e28fc6a7
@@ -140,7 +161,7 @@ def plot_history(history:list[dict], # records of a training run (one dict per e
     ep = [r['epoch'] for r in history]
     for k in [k for k in history[0] if k.startswith('loss')]:
         axs[0].plot(ep, [r.get(k) for r in history], label=k.replace('loss_', ''))
-    axs[0].set_title('training loss'); axs[0].legend(fontsize=8)
+    axs[0].set_yscale('log'); axs[0].set_title('training loss parts (log scale)'); axs[0].legend(fontsize=8)
     axs[1].plot(ep, [r['lr'] for r in history], color='k'); axs[1].set_yscale('log'); axs[1].set_title('learning rate')
     ev = [r for r in history if r.get('mAP') is not None]
     axs[2].plot(ep, [100 * r['acc'] for r in history], ':', label='ID accuracy (train)')

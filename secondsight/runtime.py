@@ -10,9 +10,11 @@ import errno, os, pickle, random, re, socket, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
+import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['atomic_write', 'remove_stale_temps', 'resolve_device', 'seed_everything', 'UnsafeFileError', 'load_torch_file']
+__all__ = ['atomic_write', 'remove_stale_temps', 'resolve_device', 'cpu_has_bf16', 'autocast_settings', 'init_distributed',
+           'seed_everything', 'UnsafeFileError', 'load_torch_file']
 
 # %% ../nbs/00_runtime.ipynb #9291fbd6
 _HOST = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname() or 'host')[:40]  # no dots: the name is parsed from the right
@@ -94,6 +96,43 @@ def resolve_device(device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     if d.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available; use device cpu or auto")
     return d
+
+# %% ../nbs/00_runtime.ipynb #652bc711
+def cpu_has_bf16(cpuinfo:str|None=None, # the text of /proc/cpuinfo (None: read it; elsewhere than Linux, unknown)
+                )->bool:
+    "Whether the CPU computes bf16 natively (AVX-512-BF16 or AMX-BF16 in its flags)."
+    if cpuinfo is None:
+        try: cpuinfo = Path('/proc/cpuinfo').read_text()
+        except OSError: return False
+    flags = set(re.findall(r'[a-z0-9_]+', ' '.join(l.split(':', 1)[1] for l in cpuinfo.splitlines() if l.startswith('flags'))))
+    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+def autocast_settings(device:torch.device, # where the model runs
+                      amp:bool=True, # fp16 autocast and a gradient scaler on CUDA
+                      amp_cpu:bool=False, # bf16 autocast on a CPU (used only where the CPU computes bf16 natively)
+                      cpuinfo:str|None=None, # for tests: the text of /proc/cpuinfo
+                     )->tuple[bool, torch.dtype, bool]:
+    "`(autocast enabled, autocast dtype, GradScaler enabled)` for `device`."
+    if device.type == 'cuda': return amp, torch.float16, amp
+    if device.type == 'cpu':
+        if amp_cpu and not cpu_has_bf16(cpuinfo):
+            warnings.warn("solver.amp_cpu: this CPU has no bf16 instructions (avx512_bf16, amx_bf16), where bf16 runs several times "
+                          "slower than fp32; training in fp32"); return False, torch.bfloat16, False
+        return amp_cpu, torch.bfloat16, False
+    return False, torch.float32, False
+
+# %% ../nbs/00_runtime.ipynb #f75f50f9
+def init_distributed(backend:str|None=None, # 'nccl' or 'gloo'; None: nccl with CUDA, else gloo
+                    )->tuple[int, int, int]:
+    "Join the process group described by torchrun's environment; `(rank, world_size, local_rank)`, `(0, 1, 0)` alone."
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world <= 1 and not (dist.is_available() and dist.is_initialized()): return 0, 1, 0
+    if not dist.is_initialized():
+        backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
+        init = os.environ.get('SECONDSIGHT_DIST_INIT', 'env://')
+        kw: dict = {} if init == 'env://' else dict(rank=int(os.environ['RANK']), world_size=world)
+        dist.init_process_group(backend, init_method=init, **kw)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', dist.get_rank()))
 
 # %% ../nbs/00_runtime.ipynb #f0ef6a21
 def seed_everything(seed:int=42, # the run's seed

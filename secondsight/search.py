@@ -19,7 +19,8 @@ from .runtime import atomic_write, resolve_device
 from .cli import cli_errors, require_flags, require_at_least
 from .data import read_image, market_ids, load_manifest, test_transform
 from .model import load_weights
-from .evaluate import embed_batch
+from .extract import embed_batch
+from .verify import Verdict, ranking_verdicts, resolve_calibration, weights_sha1
 from .knn import build_searcher
 from .rerank import re_ranking
 from .viz import save_ranked_gallery
@@ -54,12 +55,8 @@ def extractor_identity(model:torch.nn.Module, # the embedding model
                        cfg:Config, # its preprocessing and test settings
                       )->dict:
     "What a cached feature depends on: a hash of the weights plus the preprocessing and test settings."
-    h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
-        v = v.detach().cpu().contiguous()
-        h.update(f'{k}|{tuple(v.shape)}|{v.dtype}|'.encode()); h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     d = cfg.data
-    return {'model_sha1': h.hexdigest(), 'height': d.height, 'width': d.width, 'mean': list(d.mean), 'std': list(d.std),
+    return {'model_sha1': weights_sha1(model), 'height': d.height, 'width': d.width, 'mean': list(d.mean), 'std': list(d.std),
             'flip': cfg.test.flip, 'normalize': cfg.test.normalize}
 
 # %% ../nbs/24_search.ipynb #3e0afd2e
@@ -299,11 +296,12 @@ def search(self:GalleryIndex,
 def save_ranking(matches:list[Match], # the output of `search`
                  out:str|Path, # output folder
                  probe:str='', # the probe's path, written alongside
+                 verdicts:Optional[list[Verdict]]=None, # labels from a calibration (`ranking_verdicts`), one per match
                 )->tuple[Path, Path]:
-    "Write `matches` to `out/ranking.csv` and `out/ranking.json` (atomically), and mark `out` as ours (`OUTPUT_MARKER`)."
+    "Write `matches` (and their labels) to `out/ranking.csv` and `out/ranking.json` (atomically), and mark `out` as ours (`OUTPUT_MARKER`)."
     out = Path(out)
-    rows = [{'probe': str(probe), **dataclasses.asdict(m)} for m in matches]
-    cols = ['probe', 'rank', 'path', 'distance', 'pid', 'camid']
+    rows = [{'probe': str(probe), **dataclasses.asdict(m), **({'label': str(v)} if verdicts else {})} for m, v in zip(matches, verdicts or [''] * len(matches))]  # type: ignore[list-item]
+    cols = ['probe', 'rank', 'path', 'distance', 'pid', 'camid'] + (['label'] if verdicts else [])
     s = io.StringIO(); w = csv.DictWriter(s, cols); w.writeheader(); w.writerows(rows)
     atomic_write(out/'ranking.csv', s.getvalue())
     atomic_write(out/'ranking.json', json.dumps({'probe': str(probe), 'matches': [{k: r[k] for k in cols[1:]} for r in rows]}, indent=1))
@@ -313,13 +311,14 @@ def save_ranking(matches:list[Match], # the output of `search`
 # %% ../nbs/24_search.ipynb #4e5d09df
 def print_ranking(matches:list[Match], # the output of `search`
                   probe:str='', # the probe, for the header
+                  verdicts:Optional[list[Verdict]]=None, # labels from a calibration (`ranking_verdicts`), one per match
                  ):
-    "Print the ranking as a table (identities and cameras when known)."
+    "Print the ranking as a table (identities and cameras when known, labels when calibrated)."
     print(f"probe: {probe}")
-    ids = any(m.pid >= 0 for m in matches)
-    print(f"{'rank':>4}  {'distance':>8}  " + ('  pid  cam  ' if ids else '') + 'path')
-    for m in matches:
-        print(f"{m.rank:>4}  {m.distance:8.4f}  " + (f"{m.pid:>4}  {m.camid + 1:>3}  " if ids else '') + m.path)
+    ids, w = any(m.pid >= 0 for m in matches), max([len(str(v)) for v in verdicts or []], default=0)
+    print(f"{'rank':>4}  {'distance':>8}  " + ('  pid  cam  ' if ids else '') + (f"{'label':<{w}}  " if w else '') + 'path')
+    for m, v in zip(matches, verdicts or [''] * len(matches)):  # type: ignore[list-item]
+        print(f"{m.rank:>4}  {m.distance:8.4f}  " + (f"{m.pid:>4}  {m.camid + 1:>3}  " if ids else '') + (f"{str(v):<{w}}  " if w else '') + m.path)
 
 # %% ../nbs/24_search.ipynb #ee65a371
 @call_parse
@@ -335,6 +334,7 @@ def search_cli(weights:Annotated[str, {'required': True}]=None, # inference file
                device:str=None, # 'auto', 'cpu', 'cuda' or 'cuda:N' (default: the config's device)
                batch_size:int=64, # images per forward pass when indexing
                arch:str=None, # architecture of a torchreid zoo file, e.g. osnet_x0_25 (default: recognised from the file)
+               calibration:str=None, # calibration.json (`secondsight-evaluate --calibrate`) or weights holding one (default: the one in --weights)
               ):
     "Search a gallery for the person in a probe crop: print the ranking and write it as CSV, JSON and a picture."
     with cli_errors('secondsight-search'):
@@ -342,6 +342,7 @@ def search_cli(weights:Annotated[str, {'required': True}]=None, # inference file
         require_at_least(1, top_k=top_k)
         if not Path(probe).is_file(): raise FileNotFoundError(f"probe image not found: {probe}")
         model, cfg = load_weights(weights, arch=arch)
+        cal, where = resolve_calibration(calibration, weights)  # a bad calibration file stops the search before any work
         probe_image = read_image(probe)  # an unreadable probe stops the search before the gallery is embedded
         model = model.to(resolve_device(device or cfg.device))
         idx = GalleryIndex.build(gallery, model, cfg, cache_dir=cache_dir, update=update, batch_size=batch_size, backend=backend)
@@ -349,9 +350,10 @@ def search_cli(weights:Annotated[str, {'required': True}]=None, # inference file
         if not len(idx): raise ValueError(f"no readable image in the gallery {gallery}" + (" (see the skipped files above)" if idx.skipped else ""))
         print(f"search index: {type(idx.searcher).__name__} ({getattr(idx.searcher, 'kind', 'exact')}, {idx.metric})")
         matches = idx.search(probe_image, top_k=top_k, rerank=rerank)
-        print_ranking(matches, probe)
+        vs, notes = ranking_verdicts([m.distance for m in matches], cal, where, gallery, weights_sha1(model), idx.metric, rerank, len(idx))
+        print_ranking(matches, probe, vs); print('\n'.join(notes))
         out = Path(output_dir)
-        save_ranking(matches, out, probe)
+        save_ranking(matches, out, probe, vs)
         save_ranked_gallery(probe, matches, out/'ranked_gallery.png', title=Path(probe).name)
         print(f"wrote {out/'ranking.csv'}, {out/'ranking.json'} and {out/'ranked_gallery.png'}")
         return matches

@@ -6,7 +6,7 @@ Docs: https://secondsight.github.io/secondsight/train.html.md"""
 
 # %% ../nbs/22_train.ipynb #7e1697f7
 from __future__ import annotations
-import dataclasses, errno, math, os, time, warnings
+import dataclasses, errno, json, math, time, warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +17,14 @@ import torch.distributed as dist
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
 from .config import RECIPES_HELP, Config, ConfigError, apply_overrides, check_config, config_to_dict, load_config, save_config
-from .runtime import resolve_device, seed_everything
+from .runtime import atomic_write, autocast_settings, init_distributed, resolve_device, seed_everything
 from .cli import cli_errors
-from .data import Market1501, build_dataset
+from .datasets import Market1501, build_dataset, identity_table
+from .preflight import preflight
 from .loaders import build_train_loader, unreadable_images
-from .model import ReIDModel, save_inference
+from .model import save_inference
+from .finetune import build_model, set_trunk_frozen, trunk_frozen
+from .verify import scorecard_calibration, store_calibration
 from .losses import ReIDLoss
 from .evaluate import evaluate_model
 from .plots import plot_history
@@ -30,7 +33,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, check_resumable, config_diff, get_rn
                                     module_states, prepare_run_folder, save_checkpoint, set_rng_state, write_history)
 
 # %% auto #0
-__all__ = ['NonFiniteLossError', 'check_finite', 'init_distributed', 'train_one_epoch', 'TrainHistory', 'train', 'train_cli']
+__all__ = ['NonFiniteLossError', 'check_finite', 'train_one_epoch', 'TrainHistory', 'train', 'train_cli']
 
 # %% ../nbs/22_train.ipynb #c5748abb
 class NonFiniteLossError(FloatingPointError):
@@ -57,25 +60,8 @@ def check_finite(loss:torch.Tensor, # the scalar training loss
     raise NonFiniteLossError(f"training loss is {v} at epoch {epoch}, iteration {iteration}" + (f" ({detail})" if detail else '')
                              + f"; stopping before the optimizer step: {where}. Lower solver.base_lr or check the data.")
 
-# %% ../nbs/22_train.ipynb #f75f50f9
-def init_distributed(backend:str|None=None, # 'nccl' or 'gloo'; None: nccl with CUDA, else gloo
-                    )->tuple[int, int, int]:
-    "Join the process group described by torchrun's environment; `(rank, world_size, local_rank)`, `(0, 1, 0)` alone."
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    if world <= 1 and not (dist.is_available() and dist.is_initialized()): return 0, 1, 0
-    if not dist.is_initialized():
-        backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
-        init = os.environ.get('SECONDSIGHT_DIST_INIT', 'env://')
-        kw: dict = {} if init == 'env://' else dict(rank=int(os.environ['RANK']), world_size=world)
-        dist.init_process_group(backend, init_method=init, **kw)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', dist.get_rank()))
-
 # %% ../nbs/22_train.ipynb #4e9ae669
-def _amp_settings(cfg:Config, device:torch.device):
-    "(autocast enabled, autocast dtype, GradScaler enabled) for `device`."
-    if device.type == 'cuda': return cfg.solver.amp, torch.float16, cfg.solver.amp
-    if device.type == 'cpu': return cfg.solver.amp_cpu, torch.bfloat16, False
-    return False, torch.float32, False
+def _amp_settings(cfg:Config, device:torch.device): return autocast_settings(device, cfg.solver.amp, cfg.solver.amp_cpu)
 
 def _train_step(model, imgs, pids, criterion, optimizer, center_opt, scaler, amp:tuple, epoch:int, it:int, checkpoint):
     "One optimizer step on a batch; `(loss value, loss parts, logits)`."
@@ -121,6 +107,7 @@ def train_one_epoch(model:nn.Module, # the network (possibly DDP-wrapped or comp
     "Train for one epoch; the epoch's mean loss parts, ID accuracy, images/s and data-wait share."
     model.train(); criterion.train()
     s, amp = cfg.solver, _amp_settings(cfg, device)
+    if s.freeze_epochs > 0: set_trunk_frozen(model, trunk_frozen(cfg, epoch))  # fine-tuning: the first epochs train the head alone
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     n_iters = len(loader) if s.max_iters_per_epoch is None else min(len(loader), s.max_iters_per_epoch)
     sums: defaultdict[str, float] = defaultdict(float); n_seen, n_correct, t_data = 0, 0, 0.
@@ -131,7 +118,7 @@ def train_one_epoch(model:nn.Module, # the network (possibly DDP-wrapped or comp
     for it in range(n_iters):
         batch = next(batches)
         imgs, pids = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        if s.channels_last and device.type == 'cuda': imgs = imgs.contiguous(memory_format=torch.channels_last)
+        if s.channels_last and device.type in ('cuda', 'cpu'): imgs = imgs.contiguous(memory_format=torch.channels_last)
         t_data += time.perf_counter() - tick
         value, parts, logits = _train_step(model, imgs, pids, criterion, optimizer, center_opt, scaler, amp, epoch + 1, it + 1, checkpoint)
         n = len(pids)
@@ -171,7 +158,8 @@ class _Run:
     @property
     def out(self)->Path: return Path(self.cfg.output_dir)
 
-def _build_run(cfg:Config, data_root, dataset, model_fn:Callable|None, rank:int=0, world:int=1, local_rank:int=0)->_Run:
+def _build_run(cfg:Config, data_root, dataset, model_fn:Callable|None, rank:int=0, world:int=1, local_rank:int=0,
+               say:Callable=lambda *a: None, resuming:bool=False)->_Run:
     "Seed, then build the dataset, model, loss, optimizers, schedule, scaler and loader of `cfg`."
     s, device = cfg.solver, resolve_device(cfg.device)
     if world > 1 and device.type == 'cuda': device = torch.device('cuda', local_rank); torch.cuda.set_device(device)
@@ -179,10 +167,14 @@ def _build_run(cfg:Config, data_root, dataset, model_fn:Callable|None, rank:int=
         raise ConfigError("solver.sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU (set solver.sync_bn=false)")
     seed_everything(cfg.seed, s.deterministic)
     if dataset is None: dataset = build_dataset(cfg, data_root)
+    check = preflight(dataset, cfg.data.p, cfg.data.k, files=rank == 0, images=False)  # the data's traps, before any epoch (06_preflight)
+    if check.errors: say(str(check)); check.raise_errors()
     n = dataset.num_train_pids
-    model = (model_fn(cfg, n) if model_fn is not None else ReIDModel.from_config(cfg.model, n)).to(device)
+    mcfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init=None, pretrained='none')) if resuming else cfg  # the checkpoint has the weights
+    model = (model_fn(mcfg, n) if model_fn is not None else build_model(mcfg, n, say=say)).to(device)
+    say(str(check))
     criterion = ReIDLoss(cfg.loss, n, model.feat_dim).to(device)
-    if device.type == 'cuda' and s.channels_last: model.to(memory_format=torch.channels_last)
+    if s.channels_last and device.type in ('cuda', 'cpu'): model.to(memory_format=torch.channels_last)
     optimizer, center_opt = build_optimizers(cfg, model, criterion)
     scaler = torch.amp.GradScaler(device.type, enabled=_amp_settings(cfg, device)[2])
     loader = build_train_loader(cfg, dataset.train, num_replicas=world, rank=rank)
@@ -209,11 +201,13 @@ def _default_eval(ds, cfg:Config)->Callable|None:
         where = (f" in {ds.root}" if getattr(ds, 'root', None) else '') + (f" with --test-ids {cfg.data.max_test_pids}" if cfg.data.max_test_pids is not None else '')
         raise ValueError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty{where}: nothing to evaluate on (no mAP, "
                          "no best.pth); add images, or --set solver.eval_period=0 to train without evaluation")
-    if bad := unreadable_images(recs := list(ds.query) + list(ds.gallery)):
+    if bad := unreadable_images(recs := list(ds.query) + list(ds.gallery), cache=True):  # resumes skip the files read before
         raise ValueError(f"{len(bad)} of the {len({r.path for r in recs})} query and gallery images cannot be read, so evaluation would fail: "
                          + '; '.join(bad) + ". Fix or remove them, or --set solver.eval_period=0 to train without evaluation")
     def _eval(model, epoch):
         sc = evaluate_model(model, ds.query, ds.gallery, cfg, rerank=False, progress=False)
+        if epoch == cfg.solver.epochs and sc.info.get('verification') and (inf := Path(cfg.output_dir)/'model_inference.pth').exists():
+            store_calibration(inf, scorecard_calibration(sc, model))  # the final evaluation's thresholds travel with the weights
         name = next(iter(sc.rows))
         return {'mAP': float(sc.rows[name].mAP), 'rank1': sc.rank(name, 1), 'rank5': sc.rank(name, 5)}
     return _eval
@@ -277,6 +271,7 @@ def _start_folder(run:_Run, removed:list, say:Callable):
     "Create the run folder with its `config.yaml`, and say what is about to happen and what was removed."
     out, s = run.out, run.cfg.solver
     out.mkdir(parents=True, exist_ok=True); save_config(run.cfg, out/'config.yaml')
+    if (names := identity_table(run.dataset)): atomic_write(out/'identities.json', json.dumps(names, indent=1) + '\n')  # own data: name -> id
     if removed: say(f"removed from {out}: {', '.join(p.name for p in removed)}")
     if run.epoch == 0: say(f"training {len(run.dataset.train)} images of {run.dataset.num_train_pids} identities on {run.device}"
                            + (f" x {run.world} processes" if run.world > 1 else '') + f", {s.epochs} epochs -> {out}")
@@ -286,7 +281,8 @@ def _wrap(run:_Run)->nn.Module:
     net, s = run.model, run.cfg.solver
     if run.world > 1:
         if s.sync_bn: net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[run.device.index] if run.device.type == 'cuda' else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[run.device.index] if run.device.type == 'cuda' else None,
+                                                  find_unused_parameters=s.freeze_epochs > run.epoch)  # a frozen trunk has no gradients
     return cast(nn.Module, torch.compile(net)) if s.compile else net
 
 # %% ../nbs/22_train.ipynb #80639880
@@ -321,11 +317,13 @@ def train(cfg:Config, # the run config
     run = None  # until built
     try:
         removed = prepare_run_folder(cfg.output_dir, resume, overwrite, clean=rank == 0)
-        run = _build_run(cfg, data_root, dataset, model_fn, rank, world, local_rank)
+        run = _build_run(cfg, data_root, dataset, model_fn, rank, world, local_rank, say=say, resuming=resume is not None)
         if resume is not None: _resume(run, resume); say(f"resumed from {resume} at epoch {run.epoch}")
         net = _wrap(run)
         if eval_fn is None: eval_fn = _default_eval(run.dataset, cfg)  # fails now if the query or gallery cannot be evaluated
         if rank == 0: _start_folder(run, removed, say)
+        if resume is not None and run.history and 'mAP' not in run.history[-1]:  # stopped while evaluating: evaluate that epoch now
+            _save_epoch(run, run.history[-1], _evaluate(run, eval_fn))
         while run.epoch < cfg.solver.epochs:
             rec = _train_epoch(run, net, progress); run.history.append(rec)
             _save_epoch(run, rec)  # before evaluating: a failed evaluation loses no epoch
@@ -340,10 +338,11 @@ def train(cfg:Config, # the run config
 # %% ../nbs/22_train.ipynb #792b2eaf
 @call_parse
 def train_cli(config:Annotated[str, f"{RECIPES_HELP} (keys it leaves out keep the defaults of the `default` recipe)"]=None,
-              data_root:str=None, # Market-1501 folder (default: $REID_DATA_ROOT, then the config's data.root)
+              data_root:str=None, # the data's folder (Market-1501: default $REID_DATA_ROOT, then the config's data.root)
               output_dir:str=None, # folder for the outputs: checkpoints, history, figures (default: the config's output_dir)
               device:str=None, # 'auto', 'cpu', 'cuda' or 'cuda:N' (default: the config's device)
               resume:str=None, # training checkpoint to continue from, e.g. outputs/run/last.pth
+              init:str=None, # fine-tune: start from these weights (zoo file, inference file or checkpoint; sets model.init)
               set:Annotated[str, "config overrides section.key=value, e.g. `--set solver.epochs=5 data.p=8`; several values, or repeat --set", {'nargs': '+', 'action': 'extend'}]=None,
               seed:int=None, # random seed (default: the config's seed)
               num_workers:int=None, # loader worker processes (default: the config's data.num_workers)
@@ -355,6 +354,7 @@ def train_cli(config:Annotated[str, f"{RECIPES_HELP} (keys it leaves out keep th
     "Train a person re-ID model on Market-1501 (single process, or one process per GPU under torchrun)."
     with cli_errors('secondsight-train'):
         cfg = apply_overrides(load_config(config) if config else Config(), set)
-        flags = {'device': device, 'seed': seed, 'data.num_workers': num_workers, 'data.max_train_pids': train_ids, 'data.max_test_pids': test_ids}
+        flags = {'device': device, 'seed': seed, 'data.num_workers': num_workers, 'data.max_train_pids': train_ids, 'data.max_test_pids': test_ids,
+                 'model.init': init}
         cfg = apply_overrides(cfg, [f'{k}={v}' for k, v in flags.items() if v is not None])
         return train(cfg, data_root, resume=resume, output_dir=output_dir, progress=not quiet, overwrite=overwrite)

@@ -38,7 +38,7 @@ def repo_copy(tmp_path):
 def test_check_clean_passes_then_catches_unexported_edit(repo_copy):
     ok = _run(["bash", ".ci/check-clean"], repo_copy)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    nb_path = repo_copy / "nbs/01_config.ipynb"
+    nb_path = repo_copy / "nbs/04_datasets.ipynb"
     nb = json.loads(nb_path.read_text())
     cell = next(
         c
@@ -67,4 +67,4 @@ def test_check_clean_passes_then_catches_unexported_edit(repo_copy):
     )
     bad = _run(["bash", ".ci/check-clean"], repo_copy)
     assert bad.returncode != 0
-    assert "secondsight/config.py" in bad.stderr
+    assert "secondsight/datasets.py" in bad.stderr

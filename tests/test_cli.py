@@ -6,7 +6,16 @@ import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
-COMMANDS = ["download", "train", "evaluate", "search", "visualize", "export", "demo"]
+COMMANDS = [
+    "download",
+    "check-data",
+    "train",
+    "evaluate",
+    "search",
+    "visualize",
+    "export",
+    "demo",
+]
 
 
 def script(name):
@@ -80,6 +89,7 @@ MISTAKES = [  # (command, arguments, what the one line must name)
     ("visualize", ["--weights", "missing.pth"], "missing.pth"),
     ("export", ["--weights", "{d}/evil.pth"], "refused"),
     ("demo", ["--weights", "missing.pth"], "missing.pth"),
+    ("check-data", ["--dataset", "folders", "--data-root", "missing"], "missing"),
 ]
 
 
@@ -113,3 +123,32 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_required_flags(name, flag, tmp_path):
     r = run(name, cwd=tmp_path)
     assert r.returncode == 2 and "required" in r.stderr and flag in r.stderr, r.stderr
+
+
+def test_bad_calibration_is_one_line(tmp_path):
+    # secondsight-search --calibration: a missing or foreign file stops the search in one line, before any work
+    from secondsight.model import ReIDModel, save_inference
+
+    save_inference(
+        ReIDModel(0, backbone="osnet_x0_25", pretrained="none"),
+        None,
+        tmp_path / "w.pth",
+    )
+    (tmp_path / "gallery").mkdir()
+    (tmp_path / "probe.jpg").write_bytes(b"")
+    (tmp_path / "bad.json").write_text("{}")
+    for cal, names in (
+        ("missing.json", "missing.json"),
+        ("bad.json", "not a secondsight calibration"),
+    ):
+        r = run(
+            "search",
+            *("--weights", "w.pth", "--probe", "probe.jpg", "--gallery", "gallery"),
+            *("--calibration", cal),
+            cwd=tmp_path,
+        )
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode != 0 and len(lines) == 1, r.stderr
+        assert lines[0].startswith("secondsight-search: ") and names in lines[0], (
+            r.stderr
+        )

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from secondsight.config import Config, apply_overrides
-from secondsight.data import make_fake_market
+from secondsight.datasets import make_fake_market
 from secondsight.train import train
 
 SETTINGS = [

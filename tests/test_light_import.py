@@ -16,6 +16,7 @@ HEAVY = (
     "numba",
     "onnx",
     "onnxruntime",
+    "gradio",
 )
 MODULES = sorted(
     m.name

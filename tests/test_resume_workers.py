@@ -18,7 +18,7 @@ import torch
 
 from secondsight.checkpoint import load_checkpoint, read_history
 from secondsight.config import Config, apply_overrides, save_config
-from secondsight.data import make_fake_market
+from secondsight.datasets import make_fake_market
 
 TRAIN = str(Path(sys.executable).parent / "secondsight-train")  # the console script
 SETTINGS = [
