@@ -3,7 +3,7 @@ between models, and how often a gallery without the probe's identity gives "no l
 
 Run: `python benchmarks/verify_market.py` from the repository root (about 6 minutes of 2 CPU cores for the two
 feature extractions; reruns read the features cached in --cache and take about a minute).
-Needs: `REID_DATA_ROOT` (default /work/shared/data/Market-1501-v15.09.15) and torchreid's model-zoo state dicts
+Needs: `REID_DATA_ROOT` (the Market-1501 folder) and torchreid's model-zoo state dicts
 `osnet_x0_25_market1501.pth` and `osnet_x0_25_msmt17.pth` in `SECONDSIGHT_PEERS_DIR` (default ../shared/peers).
 
 What runs: the evaluation's own path (`evaluate.evaluation_inputs`, `extract.extract_features` with flip TTA and L2,
@@ -32,7 +32,9 @@ from secondsight.verify import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT = os.environ.get("REID_DATA_ROOT", "/work/shared/data/Market-1501-v15.09.15")
+ROOT = os.environ.get("REID_DATA_ROOT") or str(
+    REPO.parent / "shared" / "data" / "Market-1501-v15.09.15"
+)
 PEERS = Path(os.environ.get("SECONDSIGHT_PEERS_DIR", REPO.parent / "shared" / "peers"))
 MODELS = {"market": "osnet_x0_25_market1501.pth", "msmt": "osnet_x0_25_msmt17.pth"}
 
