@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from .config import Config
-from .runtime import atomic_write, resolve_device
+from .runtime import atomic_write, resolve_device, user_cache_dir
 from .data import ImageRecord, build_transforms, read_image
 from .sampler import PKSampler
 
@@ -47,8 +47,7 @@ def _stamp(path:str)->list|None:
 def _cache_file(cache, paths:list[str])->Path|None:
     "`cache` as a path; `True`: a file named after `paths` in the user's cache folder (`~/.cache/secondsight/readable/`)."
     if cache is not True: return Path(cache) if cache else None
-    home = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')
-    return home/'secondsight'/'readable'/f"{hashlib.sha1(chr(10).join(paths).encode()).hexdigest()[:16]}.json"
+    return user_cache_dir('readable', f"{hashlib.sha1(chr(10).join(paths).encode()).hexdigest()[:16]}.json")
 
 def unreadable_images(records:list, # `ImageRecord`s, `(path, pid, camid)` tuples or paths
                       threads:int|None=None, # reading threads (default: the CPU count, at most 8)

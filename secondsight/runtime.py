@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['atomic_write', 'remove_stale_temps', 'resolve_device', 'cpu_has_bf16', 'autocast_settings', 'init_distributed',
-           'seed_everything', 'UnsafeFileError', 'load_torch_file']
+__all__ = ['atomic_write', 'remove_stale_temps', 'resolve_device', 'user_cache_dir', 'cpu_has_bf16', 'autocast_settings',
+           'init_distributed', 'seed_everything', 'UnsafeFileError', 'load_torch_file']
 
 # %% ../nbs/00_runtime.ipynb #9291fbd6
 _HOST = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname() or 'host')[:40]  # no dots: the name is parsed from the right
@@ -96,6 +96,12 @@ def resolve_device(device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     if d.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available; use device cpu or auto")
     return d
+
+# %% ../nbs/00_runtime.ipynb #10f976ed
+def user_cache_dir(*parts:str, # sub-folders and file name under `secondsight/`
+                  )->Path:
+    "`$XDG_CACHE_HOME/secondsight/<parts>` (`~/.cache` when the variable is not set); nothing is created."
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'secondsight'/Path(*parts)
 
 # %% ../nbs/00_runtime.ipynb #652bc711
 def cpu_has_bf16(cpuinfo:str|None=None, # the text of /proc/cpuinfo (None: read it; elsewhere than Linux, unknown)

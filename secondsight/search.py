@@ -15,7 +15,7 @@ from PIL import Image
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import Config
-from .runtime import atomic_write, resolve_device
+from .runtime import atomic_write, resolve_device, user_cache_dir
 from .cli import cli_errors, require_flags, require_at_least
 from .data import read_image, market_ids, load_manifest, test_transform
 from .model import load_weights
@@ -71,8 +71,7 @@ class StaleCacheError(RuntimeError, ValueError):
 def default_cache_dir(source:str|Path, # the gallery folder or manifest
                      )->Path:
     "`$XDG_CACHE_HOME/secondsight/gallery/<hash of the absolute source path>` (`~/.cache` by default)."
-    base = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')
-    return base/'secondsight'/'gallery'/hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:16]
+    return user_cache_dir('gallery', hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:16])
 
 # %% ../nbs/24_search.ipynb #0d21589b
 def _scan(source:Path)->tuple[list[tuple[str, Path, int, int]], int]:
