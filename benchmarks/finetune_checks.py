@@ -17,28 +17,18 @@ import torch
 from secondsight.datasets import Market1501, subset_split
 from secondsight.evaluate import evaluate_cli
 from secondsight.export import export_onnx
-from secondsight.gradcam import GradCAM, deletion_check, randomization_check
+from secondsight.gradcam import (
+    GradCAM,
+    deletion_check,
+    randomization_check,
+    same_person_pairs,
+)
 from secondsight.loaders import build_test_loader
 from secondsight.model import load_weights
 from secondsight.checkpoint import read_history
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-
-
-def same_person_pairs(ds, n=50, seed=0):
-    "`n` (query, match) file pairs: a random query and one of its gallery images from another camera (as in the zoo tutorial)."
-    rng, by_pid, pairs = np.random.default_rng(seed), {}, []
-    for g in ds.gallery:
-        by_pid.setdefault(g.pid, []).append(g)
-    for qi in rng.permutation(len(ds.query)):
-        q = ds.query[qi]
-        others = [g for g in by_pid.get(q.pid, []) if g.camid != q.camid]
-        if others:
-            pairs.append((q.path, others[rng.integers(len(others))].path))
-        if len(pairs) == n:
-            break
-    return pairs
 
 
 def onnx_parity(model, cfg, ds, work):
@@ -187,7 +177,7 @@ def main():
         steps["scorecard"]["seconds"] = time.time() - t0
     if "gradcam" not in a.skip:
         t0 = time.time()
-        gc, pairs = GradCAM(model, cfg=cfg), same_person_pairs(ds)
+        gc, pairs = GradCAM(model, cfg=cfg), same_person_pairs(ds.query, ds.gallery)
         dele, rand = deletion_check(gc, pairs), randomization_check(gc, pairs)
         steps["gradcam"] = {
             "pairs": len(pairs),

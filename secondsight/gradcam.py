@@ -25,7 +25,7 @@ from .search import Match
 # %% auto #0
 __all__ = ['GradCAM', 'overlay_cam', 'explain_matches', 'explanation_strip', 'save_explanations', 'deletion_drops',
            'DeletionResult', 'deletion_check', 'rank_correlation', 'randomized_copy', 'RandomizationResult',
-           'randomization_check']
+           'randomization_check', 'same_person_pairs']
 
 # %% ../nbs/25_gradcam.ipynb #cc0b4217
 class GradCAM:
@@ -313,3 +313,19 @@ def randomization_check(gradcam:GradCAM, # the explainer of the trained model
         a, b = gradcam.maps(xs, _references(gradcam, qs)), other.maps(xs, _references(other, qs))
         corr += [rank_correlation(u, v) for u, v in zip(a, b)]
     return RandomizationResult(np.array(corr, dtype=np.float64))
+
+# %% ../nbs/25_gradcam.ipynb #d4ec8e6f
+def same_person_pairs(query:list, # query `ImageRecord`s (anything with `path`, `pid`, `camid`)
+                      gallery:list, # gallery `ImageRecord`s
+                      n:int=50, # pairs wanted (fewer when the data has fewer)
+                      seed:int=0, # seed of the query order and of the match picked
+                     )->list[tuple[str, str]]:
+    "`(query path, match path)` pairs of the same person, the match from another camera, for the faithfulness checks."
+    rng, by_pid, pairs = np.random.default_rng(seed), {}, []
+    for g in gallery: by_pid.setdefault(g.pid, []).append(g)
+    for qi in rng.permutation(len(query)):
+        q = query[qi]
+        others = [g for g in by_pid.get(q.pid, []) if g.camid != q.camid]
+        if others: pairs.append((q.path, others[rng.integers(len(others))].path))
+        if len(pairs) == n: break
+    return pairs
