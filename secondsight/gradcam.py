@@ -321,7 +321,8 @@ def same_person_pairs(query:list, # query `ImageRecord`s (anything with `path`, 
                       seed:int=0, # seed of the query order and of the match picked
                      )->list[tuple[str, str]]:
     "`(query path, match path)` pairs of the same person, the match from another camera, for the faithfulness checks."
-    rng, by_pid, pairs = np.random.default_rng(seed), {}, []
+    rng, pairs = np.random.default_rng(seed), []
+    by_pid: dict[int, list] = {}
     for g in gallery: by_pid.setdefault(g.pid, []).append(g)
     for qi in rng.permutation(len(query)):
         q = query[qi]
