@@ -15,6 +15,7 @@ COMMANDS = [
     "visualize",
     "export",
     "demo",
+    "app",
 ]
 
 
@@ -90,6 +91,7 @@ MISTAKES = [  # (command, arguments, what the one line must name)
     ("export", ["--weights", "{d}/evil.pth"], "refused"),
     ("demo", ["--weights", "missing.pth"], "missing.pth"),
     ("check-data", ["--dataset", "folders", "--data-root", "missing"], "missing"),
+    ("app", ["--weights", "missing.pth", "--gallery", "{d}/gallery"], "missing.pth"),
 ]
 
 
