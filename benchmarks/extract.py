@@ -5,7 +5,7 @@ Run: `python benchmarks/extract.py [--batch 16] [--rounds 2] [--no-compile] [--m
 
 Speed (default mode). Models: secondsight's ReIDModel ResNet-50 (last stride 1, GeM, BNNeck; untrained, batch-norm
 statistics randomised so no layer is an identity) and OSNet-x0.25 (torchreid's Market-1501 zoo weights from
-`$SECONDSIGHT_PEERS_DIR`, default /work/shared/peers, when present; else untrained). 256x128 inputs, flip TTA
+`$SECONDSIGHT_PEERS_DIR`, default `../shared/peers` next to the repo, when present; else untrained). 256x128 inputs, flip TTA
 (each image and its mirror), L2-normalised fp32 features: what `extract_features` returns. Variants, all on the same
 random batch, timed in interleaved rounds (best round kept, so a busy moment hurts every variant alike):
 - eager NCHW, two passes (image, then mirror): the plain baseline, `embed_batch` before this work;
@@ -38,7 +38,12 @@ from secondsight.model import ReIDModel, count_flops, load_weights
 from secondsight.extract import OnnxModel, cpu_copy, _embed
 
 RESULTS = Path(__file__).parent / "results"
-PEERS = Path(os.environ.get("SECONDSIGHT_PEERS_DIR", "/work/shared/peers"))
+PEERS = Path(
+    os.environ.get(
+        "SECONDSIGHT_PEERS_DIR",
+        Path(__file__).resolve().parents[2] / "shared" / "peers",
+    )
+)
 ZOO = PEERS / "osnet_x0_25_market1501.pth"
 
 

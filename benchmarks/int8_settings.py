@@ -34,7 +34,12 @@ from secondsight.loaders import build_test_loader
 from secondsight.model import load_weights
 
 RESULTS = Path(__file__).parent / "results"
-PEERS = Path(os.environ.get("SECONDSIGHT_PEERS_DIR", "/work/shared/peers"))
+PEERS = Path(
+    os.environ.get(
+        "SECONDSIGHT_PEERS_DIR",
+        Path(__file__).resolve().parents[2] / "shared" / "peers",
+    )
+)
 ZOO = PEERS / "osnet_x0_25_market1501.pth"
 
 

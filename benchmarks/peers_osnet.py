@@ -3,7 +3,7 @@
 Run: `python benchmarks/peers_osnet.py [--quick] [--no-msmt] [--no-rerank]` from the repository root.
 Needs: `SECONDSIGHT_PEERS_DIR` (default `../shared/peers` next to the repo) holding torchreid's model-zoo state dicts
 `osnet_x0_25_market1501.pth` (and `osnet_x0_25_msmt17.pth` for the cross-domain figure); they are read from there,
-never copied into the repo. `REID_DATA_ROOT` (default /work/shared/data/Market-1501-v15.09.15) is Market-1501.
+never copied into the repo. `REID_DATA_ROOT` (default `../shared/data/Market-1501-v15.09.15` next to the repo) is Market-1501.
 
 What runs: secondsight's OSNet (`secondsight.osnet.load_osnet`, Zhou et al., ICCV 2019), loaded with strict key checking; our data pipeline
 (`Market1501`, `build_test_loader`: 256x128, ImageNet normalisation), `secondsight.extract.extract_features`,
@@ -484,7 +484,9 @@ def main():
     from secondsight.datasets import Market1501
 
     peers = peers_dir()
-    root = os.environ.get("REID_DATA_ROOT", "/work/shared/data/Market-1501-v15.09.15")
+    root = os.environ.get(
+        "REID_DATA_ROOT", str(REPO.parent / "shared" / "data" / "Market-1501-v15.09.15")
+    )
     ds = Market1501(root)
     ds.summary()
     q, g = ds.query, ds.gallery
