@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from .config import Config, ConfigError, SolverConfig
 from .losses import ReIDLoss
 
@@ -48,6 +49,17 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
                    ):
         "The schedule of `cfg`."
         return cls(optimizer, cfg.milestones, cfg.gamma, cfg.warmup_factor, cfg.warmup_epochs)
+
+# %% ../nbs/19_schedule.ipynb #90077698
+@patch
+def load_state_dict(self:WarmupMultiStepLR, state_dict:dict, # a saved `state_dict()`, e.g. from a checkpoint
+                   ):
+    "Continue from `state_dict`'s epoch count with this scheduler's own base LRs, milestones, gamma and warmup."
+    mine = {k: getattr(self, k) for k in ('base_lrs', 'milestones', 'gamma', 'warmup_factor', 'warmup_epochs')}
+    torch.optim.lr_scheduler.LRScheduler.load_state_dict(self, state_dict)
+    self.__dict__.update(mine)
+    self._last_lr = [float(lr) for lr in self.get_lr()]
+    for group, lr in zip(self.optimizer.param_groups, self._last_lr): group['lr'] = lr
 
 # %% ../nbs/19_schedule.ipynb #e23866db
 def build_optimizers(cfg:Config, # the run config (`solver` and `loss` sections)
