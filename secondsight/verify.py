@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from .runtime import atomic_write, load_torch_file
 from .metrics import _check_inputs, keep_mask
-from .model import INFERENCE_FORMAT
+from .model import INFERENCE_FORMAT, inference_state_dict
 
 # %% auto #0
 __all__ = ['PROTOCOL', 'MIN_FALSE_MATCHES', 'FMR_TARGETS', 'CALIBRATION_FORMAT', 'SAME', 'UNCERTAIN', 'DIFFERENT',
@@ -206,9 +206,9 @@ def calibration_from(v:Verification|dict, # `verification_metrics`'s result, or 
                        {k: r['false_matches'] for k, r in ok.items()}, d['num_positive'], d['num_negative'], metric,
                        dict(data or {}), dict(model or {}), {k: r['refused'] for k, r in d['rates'].items() if r['refused']})
 def weights_sha1(model:torch.nn.Module)->str:
-    "SHA-1 of a model's state dict (names, shapes, dtypes, bytes): which weights a calibration belongs to."
+    "SHA-1 of a model's inference weights (names, shapes, dtypes, bytes; no classifier, no DDP prefix): which weights a calibration belongs to."
     h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
+    for k, v in sorted(inference_state_dict(model).items()):
         v = v.detach().cpu().contiguous()
         h.update(f'{k}|{tuple(v.shape)}|{v.dtype}|'.encode()); h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -257,7 +257,7 @@ def scorecard_calibration(sc, # a `Scorecard` of `secondsight.evaluate` (or its 
     info = getattr(sc, 'info', sc)
     if not info.get('verification'): raise ValueError("this evaluation has no verification numbers (no genuine or no impostor pairs)")
     root = info.get('data_root')
-    data = data or {'name': Path(root).name if root else 'unknown', 'root': root, 'num_query': info.get('num_query'),
+    data = data or {'name': Path(root).name if root else 'unknown', 'root': str(root) if root else None, 'num_query': info.get('num_query'),
                     'num_gallery': info.get('num_gallery'), 'split': 'query x gallery' + (' (a random subset)' if info.get('subset') else '')}
     m = {'weights': Path(info['weights']).name if info.get('weights') else None, 'backbone': info.get('backbone')}
     if model is not None: m['sha1'] = weights_sha1(model)
