@@ -207,7 +207,7 @@ def _default_eval(ds, cfg:Config)->Callable|None:
     def _eval(model, epoch):
         sc = evaluate_model(model, ds.query, ds.gallery, cfg, rerank=False, progress=False)
         if epoch == cfg.solver.epochs and sc.info.get('verification') and (inf := Path(cfg.output_dir)/'model_inference.pth').exists():
-            store_calibration(inf, scorecard_calibration(sc, model))  # the final evaluation's thresholds travel with the weights
+            store_calibration(inf, scorecard_calibration({**sc.info, 'data_root': getattr(ds, 'root', None), 'weights': str(inf), 'backbone': cfg.model.backbone, 'subset': cfg.data.max_test_pids is not None}, model))  # the final evaluation's thresholds travel with the weights, with where they were measured
         name = next(iter(sc.rows))
         return {'mAP': float(sc.rows[name].mAP), 'rank1': sc.rank(name, 1), 'rank5': sc.rank(name, 5)}
     return _eval
