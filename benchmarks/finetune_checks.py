@@ -109,7 +109,7 @@ def search_check(weights, ds, work):
         "true_matches_other_camera": len(mate_names),
         "top10_true": sum(n in mate_names for n in names[:10]),
         "rank1_true": names[0] in mate_names,
-        "printed_tail": r.stdout.strip().splitlines()[-3:],
+        "printed_tail": r.stdout.replace(str(work), "<work>").strip().splitlines()[-3:],
     }
 
 
@@ -208,7 +208,10 @@ def main():
         )
         steps["demo"] = {
             "exit": r.returncode,
-            "tail": (r.stdout + r.stderr).strip().splitlines()[-4:],
+            "tail": (r.stdout + r.stderr)
+            .replace(str(work), "<work>")
+            .strip()
+            .splitlines()[-4:],
             "files": sorted(p.name for p in (work / "demo").rglob("*") if p.is_file()),
         }
     for k, v in steps.items():
