@@ -12,18 +12,16 @@ same command: 77.66 / 91.48); deletion check >= 75% of 50 pairs; randomisation m
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
-import torch
 
 from secondsight.datasets import Market1501, subset_split
 from secondsight.evaluate import evaluate_cli
-from secondsight.export import export_onnx
+from secondsight.export import export_onnx, onnx_parity
 from secondsight.gradcam import (
     GradCAM,
     deletion_check,
     randomization_check,
     same_person_pairs,
 )
-from secondsight.loaders import build_test_loader
 from secondsight.model import load_weights
 from secondsight.checkpoint import read_history
 
@@ -31,30 +29,14 @@ HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
 
-def onnx_parity(model, cfg, ds, work):
-    "Max |onnxruntime - PyTorch| on 32 crops, and how many of 20 queries keep the same top-10 among 200 gallery crops."
-    import onnxruntime as ort
-
+def onnx_check(model, cfg, ds, work):
+    "ONNX export parity (`export.onnx_parity`): 32 crops, and 20 queries' top-10 among 200 gallery crops."
     path = export_onnx(model, work / "model.onnx", cfg.data.height, cfg.data.width)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def embed_both(records):
-        pt, ox = [], []
-        for x, *_ in build_test_loader(cfg, records):
-            with torch.no_grad():
-                pt.append(model(x).float().numpy())
-            ox.append(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
-        return np.concatenate(pt), np.concatenate(ox)
-
-    a, b = embed_both(ds.gallery[:32])
     q, g = subset_split(ds.query, ds.gallery, 20, 200, seed=0)
-    (qp, qo), (gp, go) = embed_both(q), embed_both(g)
-    norm = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)  # noqa: E731
-    top = lambda qf, gf: np.argsort(-norm(qf) @ norm(gf).T, axis=1)[:, :10]  # noqa: E731
-    same = int((top(qp, gp) == top(qo, go)).all(axis=1).sum())
+    r = onnx_parity(model, path, cfg, ds.gallery[:32], q, g)
     return {
-        "max_abs_diff_32_crops": float(np.abs(a - b).max()),
-        "same_top10_of_20": same,
+        "max_abs_diff_32_crops": r["max_abs_diff"],
+        "same_top10_of_20": r["same_top"],
     }
 
 
@@ -188,7 +170,7 @@ def main():
             "seconds": time.time() - t0,
         }
     if "onnx" not in a.skip:
-        steps["onnx"] = onnx_parity(model, cfg, ds, work)
+        steps["onnx"] = onnx_check(model, cfg, ds, work)
     if "search" not in a.skip:
         steps["search"] = search_check(weights, ds, work)
     if "demo" not in a.skip:

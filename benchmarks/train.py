@@ -3,8 +3,9 @@
 
 Variants: eager NCHW fp32 (the baseline, measured in the same run), channels_last, bf16 autocast (only where
 the CPU computes bf16 natively: `runtime.cpu_has_bf16`), bf16 + channels_last, and torch.compile; plus the
-thread count and the loader workers of the fastest variant. Each row also reports the share of the step spent
-waiting for the loader.
+thread count and the loader workers of the fastest variant, and that variant with the trunk's first layers frozen
+(`solver.frozen_layers`, the fine-tuning recipe's setting: no backward pass through them). Each row also reports
+the share of the step spent waiting for the loader.
 
 Run: `python benchmarks/train.py [--backbones osnet_x0_25 resnet50] [--batch 64] [--steps 6] [--no-compile]`.
 Uses $REID_DATA_ROOT for real Market-1501 crops (else synthetic JPEGs in a temp dir).
@@ -19,6 +20,7 @@ import torch
 
 from secondsight.config import Config, apply_overrides
 from secondsight.datasets import Market1501, make_fake_market
+from secondsight.finetune import set_trunk_frozen
 from secondsight.loaders import build_train_loader
 from secondsight.losses import ReIDLoss
 from secondsight.model import ReIDModel
@@ -33,6 +35,10 @@ VARIANTS = {  # name -> (channels_last, bf16, compile)
     "bf16+channels_last": (True, True, False),
     "compile+bf16+channels_last": (True, True, True),
 }
+FROZEN = {
+    "osnet": ("conv1", "conv2"),
+    "resnet": ("conv1", "bn1", "layer1"),
+}  # first layers, by trunk family
 
 
 def synthetic_records(folder: Path, ids: int = 32, per_id: int = 8):
@@ -43,7 +49,9 @@ def synthetic_records(folder: Path, ids: int = 32, per_id: int = 8):
     return Market1501(root).train
 
 
-def bench(name: str, cfg: Config, records, steps: int, warmup: int, workers: int):
+def bench(
+    name: str, cfg: Config, records, steps: int, warmup: int, workers: int, frozen=()
+):
     "Seconds per step, data-wait fraction and images/s of `steps` timed training steps (after `warmup`)."
     cl, bf16, comp = VARIANTS[name]
     torch.manual_seed(0)
@@ -56,6 +64,7 @@ def bench(name: str, cfg: Config, records, steps: int, warmup: int, workers: int
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if comp else model
     model.train()
+    set_trunk_frozen(model, False, keep_frozen=frozen)
     cfg = apply_overrides(cfg, [f"data.num_workers={workers}"])
     loader = build_train_loader(cfg, records, device="cpu")
     loader.batch_sampler.set_epoch(0)
@@ -87,6 +96,7 @@ def bench(name: str, cfg: Config, records, steps: int, warmup: int, workers: int
         "variant": name,
         "threads": torch.get_num_threads(),
         "workers": workers,
+        "frozen": list(frozen),
         "sec_per_step": float(np.mean(totals)),
         "images_per_s": n_img / sum(totals),
         "best_step_images_per_s": len(pids) / min(totals),
@@ -109,12 +119,13 @@ def run_rows(backbone, a, records):
     ]
     rows = []
 
-    def one(name, threads, workers):
+    def one(name, threads, workers, frozen=()):
         torch.set_num_threads(threads)
         try:
-            r = bench(name, cfg, records, a.steps, a.warmup, workers)
+            r = bench(name, cfg, records, a.steps, a.warmup, workers, frozen)
         except Exception as e:
             r = {"variant": name, "threads": threads, "workers": workers}
+            r["frozen"] = list(frozen)
             r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         rows.append(r)
         print(backbone, r, flush=True)
@@ -135,6 +146,7 @@ def run_rows(backbone, a, records):
     )
     for threads, workers in ((1, a.workers), (a.threads, 0)):
         one(best, threads, workers)
+    one(best, a.threads, 0, FROZEN[backbone.split("_")[0].rstrip("0123456789")])
     return rows
 
 
@@ -143,10 +155,13 @@ def table(backbone, rows, base, batch):
         f"\n{backbone}: training step at 256x128, batch {batch}, CE + triplet + center, Adam"
     )
     print(
-        f"{'variant':<28}{'threads':>8}{'workers':>8}{'s/step':>9}{'img/s':>8}{'vs fp32':>9}{'data wait':>11}"
+        f"{'variant':<40}{'threads':>8}{'workers':>8}{'s/step':>9}{'img/s':>8}{'vs fp32':>9}{'data wait':>11}"
     )
     for r in rows:
-        head = f"{r['variant']:<28}{r['threads']:>8}{r['workers']:>8}"
+        name = r["variant"] + (
+            f" frozen {'+'.join(r['frozen'])}" if r.get("frozen") else ""
+        )
+        head = f"{name:<40}{r['threads']:>8}{r['workers']:>8}"
         if "error" in r:
             print(f"{head}  failed: {r['error']}")
             continue
@@ -169,7 +184,7 @@ def main():
     root = os.environ.get("REID_DATA_ROOT")
     tmp = None
     if root:
-        records, source = Market1501(root).train, f"Market-1501 ({root})"
+        records, source = Market1501(root).train, f"Market-1501 ({Path(root).name})"
     else:
         tmp = tempfile.TemporaryDirectory()
         records, source = synthetic_records(Path(tmp.name)), "synthetic JPEGs"
@@ -182,7 +197,8 @@ def main():
         ok = [r for r in rows if "error" not in r]
         best = max(ok, key=lambda r: r["images_per_s"])
         print(
-            f"fastest: {best['variant']} ({best['threads']} threads, {best['workers']} workers): "
+            f"fastest: {best['variant']} ({best['threads']} threads, {best['workers']} workers"
+            f"{', frozen ' + '+'.join(best['frozen']) if best.get('frozen') else ''}): "
             f"{best['images_per_s'] / base:.2f}x eager fp32"
         )
         results[bb] = {

@@ -80,6 +80,7 @@ class SolverConfig:
     warmup_epochs: int = 10  # linear warmup length in epochs
     warmup_factor: float = 0.01  # LR factor at epoch 0 of the warmup
     freeze_epochs: int = 0  # fine-tuning: first epochs train only the head and classifier, the trunk frozen (fixbase)
+    frozen_layers: tuple[str, ...] = ()  # fine-tuning: trunk layers frozen for the whole run (e.g. [conv1, conv2])
     milestones: tuple[int, ...] = (40, 70)  # epochs at which the LR is multiplied by gamma
     gamma: float = 0.1  # LR decay factor at each milestone
     amp: bool = True  # fp16 autocast + grad scaler on CUDA

@@ -18,9 +18,10 @@ from .datasets import build_dataset
 from .loaders import build_test_loader
 from .model import load_weights, save_inference
 from .extract import OnnxModel, onnx_bytes
+from .evaluate import feature_distances
 
 # %% auto #0
-__all__ = ['export_onnx', 'check_onnx', 'calibration_batches', 'quantize_int8', 'export_cli']
+__all__ = ['export_onnx', 'check_onnx', 'onnx_parity', 'calibration_batches', 'quantize_int8', 'export_cli']
 
 # %% ../nbs/27_export.ipynb #a057b33c
 def export_onnx(model:torch.nn.Module, # embedding model
@@ -51,6 +52,31 @@ def check_onnx(model:torch.nn.Module, # the PyTorch model
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     if got.shape != ref.shape: raise ValueError(f"ONNX output shape {got.shape} != PyTorch {ref.shape}")
     return float(np.abs(got - ref).max())
+
+# %% ../nbs/27_export.ipynb #3abbfb45
+def onnx_parity(model:torch.nn.Module, # the PyTorch model, on the CPU
+                path:str|Path, # its ONNX export
+                cfg, # the run config: image size, normalisation, `test_batch_size`
+                crops:list, # `ImageRecord`s whose embeddings are compared
+                query:list, # `ImageRecord`s searched for in `gallery` through both
+                gallery:list, # `ImageRecord`s
+                top:int=10, # how many of each ranking must agree, in order
+               )->dict:
+    "`max_abs_diff` of `crops`' embeddings (onnxruntime vs PyTorch) and `same_top`: the queries whose top `top` agree."
+    import onnxruntime as ort
+    sess, model = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']), copy.deepcopy(model).eval().cpu()
+    def embed_both(records):
+        pt, ox = [], []
+        for x, *_ in build_test_loader(cfg, records):
+            with torch.no_grad(): pt.append(model(x).float().numpy())  # the model itself: `embed_batch` runs onnxruntime on a CPU
+            ox.append(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+        return np.concatenate(pt), np.concatenate(ox)
+    crops_pt, crops_ox = embed_both(crops)
+    (qpt, qox), (gpt, gox) = embed_both(query), embed_both(gallery)
+    norm = lambda a: F.normalize(torch.from_numpy(a), dim=1)
+    rank = lambda qf, gf: np.argsort(feature_distances(norm(qf), norm(gf)), axis=1, kind='stable')[:, :top]
+    return {'max_abs_diff': float(np.abs(crops_pt - crops_ox).max()), 'same_top': int((rank(qpt, gpt) == rank(qox, gox)).all(1).sum()),
+            'queries': len(query), 'top': top}
 
 # %% ../nbs/27_export.ipynb #aead7620
 def calibration_batches(cfg, # the run config: image size and normalisation, `test_batch_size`

@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 import torch.nn as nn
 from .config import Config
 from .model import ReIDModel, load_weights, unwrap_model
 
 # %% auto #0
-__all__ = ['REQUIRED_FROM_FILE', 'NEVER_FROM_FILE', 'InitReport', 'init_from_weights', 'build_model', 'set_trunk_frozen',
-           'trunk_frozen']
+__all__ = ['REQUIRED_FROM_FILE', 'NEVER_FROM_FILE', 'InitReport', 'init_from_weights', 'build_model', 'trunk_layer',
+           'set_trunk_frozen', 'trunk_frozen']
 
 # %% ../nbs/21_finetune.ipynb #a128c8ed
 @dataclass
@@ -76,16 +76,28 @@ def build_model(cfg:Config, # the run config (`model` section; `model.init` for 
         p = Path(init).expanduser()
         if not p.is_file(): raise FileNotFoundError(f"model.init: weights file not found: {p}")
         say(str(init_from_weights(model, p)))
+    for name in cfg.solver.frozen_layers: trunk_layer(model, name)  # a wrong name fails before any training
     return model
 
 # %% ../nbs/21_finetune.ipynb #a9f17c18
+def trunk_layer(model:nn.Module, # a `ReIDModel`, possibly wrapped
+                name:str, # a child of its trunk (`backbone`): `conv1`, `conv2` (OSNet), `layer1` (ResNet), ...
+               )->nn.Module:
+    "The trunk's layer `name`, or a one-line error listing the trunk's layers."
+    trunk: nn.Module = getattr(unwrap_model(model), 'backbone')  # the trunk of a `ReIDModel`
+    names = [n for n, _ in trunk.named_children()]
+    if name not in names: raise ValueError(f"solver.frozen_layers: {name!r} is not a layer of the trunk; its layers: {', '.join(names)}")
+    return getattr(trunk, name)
+
 def set_trunk_frozen(model:nn.Module, # a `ReIDModel`, possibly wrapped; call after `model.train()`
                      frozen:bool, # True: no gradients and eval-mode BatchNorm in the trunk; False: train it
+                     keep_frozen:Sequence[str]=(), # trunk layers that get no gradients even when the trunk trains
                     )->nn.Module:
     "Freeze or thaw `model`'s trunk (`backbone`): `requires_grad` of its parameters and the mode of its layers."
     trunk: nn.Module = getattr(unwrap_model(model), 'backbone')  # the trunk of a `ReIDModel`
     trunk.requires_grad_(not frozen)
     trunk.train(not frozen and unwrap_model(model).training)
+    for name in keep_frozen: trunk_layer(model, name).requires_grad_(False)  # BatchNorm statistics still follow the data
     return model
 
 def trunk_frozen(cfg:Config, # the run config (`solver.freeze_epochs`)

@@ -107,7 +107,7 @@ def train_one_epoch(model:nn.Module, # the network (possibly DDP-wrapped or comp
     "Train for one epoch; the epoch's mean loss parts, ID accuracy, images/s and data-wait share."
     model.train(); criterion.train()
     s, amp = cfg.solver, _amp_settings(cfg, device)
-    if s.freeze_epochs > 0: set_trunk_frozen(model, trunk_frozen(cfg, epoch))  # fine-tuning: the first epochs train the head alone
+    if s.freeze_epochs > 0 or s.frozen_layers: set_trunk_frozen(model, trunk_frozen(cfg, epoch), s.frozen_layers)  # fine-tuning
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     n_iters = len(loader) if s.max_iters_per_epoch is None else min(len(loader), s.max_iters_per_epoch)
     sums: defaultdict[str, float] = defaultdict(float); n_seen, n_correct, t_data = 0, 0, 0.
@@ -282,7 +282,7 @@ def _wrap(run:_Run)->nn.Module:
     if run.world > 1:
         if s.sync_bn: net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[run.device.index] if run.device.type == 'cuda' else None,
-                                                  find_unused_parameters=s.freeze_epochs > run.epoch)  # a frozen trunk has no gradients
+                                                  find_unused_parameters=s.freeze_epochs > run.epoch or bool(s.frozen_layers))  # frozen: no gradients
     return cast(nn.Module, torch.compile(net)) if s.compile else net
 
 # %% ../nbs/22_train.ipynb #80639880

@@ -209,7 +209,7 @@ def weights_sha1(model:torch.nn.Module)->str:
     "SHA-1 of a model's inference weights (names, shapes, dtypes, bytes; no classifier, no DDP prefix): which weights a calibration belongs to."
     h = hashlib.sha1()
     for k, v in sorted(inference_state_dict(model).items()):
-        v = v.detach().cpu().contiguous()
+        v = v.contiguous()  # `inference_state_dict` gives detached CPU tensors
         h.update(f'{k}|{tuple(v.shape)}|{v.dtype}|'.encode()); h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
