@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from secondsight.config import Config, apply_overrides
+from secondsight.config import Config, apply_overrides, load_config
 from secondsight.datasets import Market1501, make_fake_market
 from secondsight.finetune import set_trunk_frozen
 from secondsight.loaders import build_train_loader
@@ -35,10 +35,6 @@ VARIANTS = {  # name -> (channels_last, bf16, compile)
     "bf16+channels_last": (True, True, False),
     "compile+bf16+channels_last": (True, True, True),
 }
-FROZEN = {
-    "osnet": ("conv1", "conv2"),
-    "resnet": ("conv1", "bn1", "layer1"),
-}  # first layers, by trunk family
 
 
 def synthetic_records(folder: Path, ids: int = 32, per_id: int = 8):
@@ -106,11 +102,14 @@ def bench(
 
 
 def run_rows(backbone, a, records):
-    "The variant rows of one backbone, then thread and worker settings of the fastest variant."
+    "The variant rows of one backbone, then thread and worker settings of the fastest variant, then it with the first layers frozen."
     over = [f"data.p={a.batch // 4}", "data.k=4", f"model.backbone={backbone}"]
     over += ["model.pretrained=none", "device=cpu"]
+    frozen = ("conv1", "bn1", "layer1")  # ResNet's stem and first stage
     if backbone.startswith("osnet"):
         over += ["model.pooling=avg", "model.neck=fc"]  # the fine-tuning recipe's head
+        # and its frozen layers
+        frozen = load_config("market1501_finetune_osnet").solver.frozen_layers
     cfg = apply_overrides(Config(), over)
     names = [
         n
@@ -146,7 +145,7 @@ def run_rows(backbone, a, records):
     )
     for threads, workers in ((1, a.workers), (a.threads, 0)):
         one(best, threads, workers)
-    one(best, a.threads, 0, FROZEN[backbone.split("_")[0].rstrip("0123456789")])
+    one(best, a.threads, 0, frozen)
     return rows
 
 
